@@ -1,0 +1,13 @@
+PYTHON ?= python3
+TARGET ?= cortex-m55
+
+.PHONY: setup demo test
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PYTHON) -m deploy.build --target $(TARGET)
+
+test: setup
+	$(PYTHON) -m pytest -q

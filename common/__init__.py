@@ -1,0 +1,1 @@
+"""Shared helpers: repository paths and the user-facing error type."""
