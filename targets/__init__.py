@@ -1,0 +1,144 @@
+"""Boards the toolchain deploys to: one table entry per board (compiler, flags, QEMU, memory).
+
+Adding a board means adding one ``Board`` to ``BOARDS``. Every entry forbids floating point in the
+compiler flags; ``fp_test_cflags`` are the flags of the deliberately-float program that proves the
+FPU is off at run time (the fault handler must catch its first FP instruction).
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import UserError
+
+STARTUP_DIR = Path(__file__).resolve().parent / "startup"
+EXIT_OK, EXIT_MISMATCH, EXIT_FAULT = 0, 1, 70  # mirror startup/semihost.h
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True)
+class Region:
+    """A memory region the linker script places sections in."""
+
+    origin: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Board:
+    """One deployment target: how to compile for it, how to emulate it, what memory it has."""
+
+    name: str
+    description: str
+    arch: str  # "arm" | "riscv": picks the startup file and the float-free proofs
+    cc: str
+    cflags: tuple[str, ...]  # code generation flags; no floating point allowed
+    fp_test_cflags: tuple[str, ...]  # flags that DO emit FP instructions (fault-handler test only)
+    qemu: str
+    qemu_args: tuple[str, ...]
+    flash: Region  # code + weights (read-only)
+    ram: Region  # data, bss, arena, stack
+    stack_size: int = 64 * KIB
+
+    @property
+    def tool_prefix(self) -> str:
+        """``arm-none-eabi-`` etc.: prefix of nm/objdump/readelf/size for this board."""
+        return self.cc[: -len("gcc")]
+
+    @property
+    def startup_sources(self) -> tuple[Path, ...]:
+        """Startup + semihosting sources linked into every program for this board."""
+        arch_file = "arm_cortex_m.c" if self.arch == "arm" else "riscv32.S"
+        return (STARTUP_DIR / arch_file, STARTUP_DIR / "semihost.c")
+
+
+_ARM_QEMU = "qemu-system-arm"
+_RISCV_QEMU = "qemu-system-riscv32"
+
+BOARDS: dict[str, Board] = {
+    board.name: board
+    for board in [
+        Board(
+            name="cortex-m55",
+            description="Arm Cortex-M55, MPS3 AN547 (ITCM code, DTCM data)",
+            arch="arm",
+            cc="arm-none-eabi-gcc",
+            cflags=("-mcpu=cortex-m55+nofp+nomve", "-mfloat-abi=soft", "-mthumb"),
+            fp_test_cflags=("-mcpu=cortex-m55", "-mfloat-abi=softfp", "-mthumb"),
+            qemu=_ARM_QEMU,
+            qemu_args=("-M", "mps3-an547"),
+            flash=Region(0x00000000, 512 * KIB),
+            ram=Region(0x20000000, 512 * KIB),
+        ),
+        Board(
+            name="cortex-m4",
+            description="Arm Cortex-M4, MPS2 AN386",
+            arch="arm",
+            cc="arm-none-eabi-gcc",
+            cflags=("-mcpu=cortex-m4+nofp", "-mfloat-abi=soft", "-mthumb"),
+            fp_test_cflags=("-mcpu=cortex-m4", "-mfloat-abi=softfp", "-mfpu=fpv4-sp-d16", "-mthumb"),
+            qemu=_ARM_QEMU,
+            qemu_args=("-M", "mps2-an386"),
+            flash=Region(0x00000000, 4 * MIB),
+            ram=Region(0x20000000, 4 * MIB),
+        ),
+        Board(
+            name="cortex-m7",
+            description="Arm Cortex-M7, MPS2 AN500",
+            arch="arm",
+            cc="arm-none-eabi-gcc",
+            cflags=("-mcpu=cortex-m7+nofp", "-mfloat-abi=soft", "-mthumb"),
+            fp_test_cflags=("-mcpu=cortex-m7", "-mfloat-abi=softfp", "-mfpu=fpv5-d16", "-mthumb"),
+            qemu=_ARM_QEMU,
+            qemu_args=("-M", "mps2-an500"),
+            flash=Region(0x00000000, 4 * MIB),
+            ram=Region(0x20000000, 4 * MIB),
+        ),
+        Board(
+            name="cortex-m33",
+            description="Arm Cortex-M33, MPS2 AN505 (secure code alias)",
+            arch="arm",
+            cc="arm-none-eabi-gcc",
+            cflags=("-mcpu=cortex-m33+nofp", "-mfloat-abi=soft", "-mthumb"),
+            fp_test_cflags=("-mcpu=cortex-m33", "-mfloat-abi=softfp", "-mfpu=fpv5-sp-d16", "-mthumb"),
+            qemu=_ARM_QEMU,
+            qemu_args=("-M", "mps2-an505"),
+            flash=Region(0x10000000, 4 * MIB),
+            ram=Region(0x38000000, 2 * MIB),
+        ),
+        Board(
+            name="riscv32",
+            description="RISC-V rv32imac, QEMU virt without F/D",
+            arch="riscv",
+            cc="riscv64-unknown-elf-gcc",
+            cflags=("-march=rv32imac", "-mabi=ilp32", "-mcmodel=medany"),
+            fp_test_cflags=("-march=rv32imafc", "-mabi=ilp32", "-mcmodel=medany"),
+            qemu=_RISCV_QEMU,
+            qemu_args=("-M", "virt", "-bios", "none", "-cpu", "rv32,f=false,d=false"),
+            flash=Region(0x80000000, 4 * MIB),
+            ram=Region(0x80400000, 4 * MIB),
+        ),
+    ]
+}
+
+DEFAULT_TARGET = "cortex-m55"
+
+
+def get_board(name: str) -> Board:
+    """The board called ``name``; a UserError listing the known boards otherwise."""
+    if name not in BOARDS:
+        raise UserError(f"unknown target '{name}'; known targets: {', '.join(BOARDS)}")
+    return BOARDS[name]
+
+
+def describe_boards() -> str:
+    """The table printed by ``python -m deploy.build --list-targets``."""
+    header = f"{'target':<12} {'compiler':<24} {'qemu machine':<14} {'flash':>16} {'ram':>16}  description"
+    rows = [header]
+    for b in BOARDS.values():
+        rows.append(
+            f"{b.name:<12} {b.cc:<24} {b.qemu_args[1]:<14} "
+            f"{b.flash.size // KIB:>6} KiB@{b.flash.origin:08x} {b.ram.size // KIB:>6} KiB@{b.ram.origin:08x}"
+            f"  {b.description}"
+        )
+    return "\n".join(rows)
