@@ -1,0 +1,1 @@
+"""Integer-only Relax passes: calibrate a float Segmenter on one image and rewrite it to integers."""
