@@ -24,7 +24,7 @@ stamp=.cache/setup-pip.stamp
 mkdir -p .cache
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "[setup] pip install -e .[dev,train]"
-    "$PYTHON" -m pip install -q --disable-pip-version-check -e ".[dev,train]"
+    "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[dev,train]"
     touch "$stamp"
 else
     echo "[setup] python packages up to date (pyproject.toml unchanged since last install)"
