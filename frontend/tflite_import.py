@@ -110,11 +110,12 @@ class _Converter(tflite_frontend.OperatorConverter):
         in_h, in_w = tflite_frontend.to_int_list(data.tensor.ShapeAsNumpy())[1:3]
         out_h, out_w = tflite_frontend.to_int_list(output.tensor.ShapeAsNumpy())[1:3]
         _, k_h, k_w, _ = self.get_tensor_value(weight).shape
-        pads, output_padding = [], []
+        pads = []
         for size_in, size_out, k, s in ((in_h, out_h, k_h, stride_h), (in_w, out_w, k_w, stride_w)):
-            total = (size_in - 1) * s + k - size_out  # what the full transposed conv has too much
-            pads.append((max(total, 0) // 2, max(total, 0) - max(total, 0) // 2))
-            output_padding.append(max(-total, 0))
+            total = (size_in - 1) * s + k - size_out  # rows/cols the full transposed conv has too many
+            if total < 0:
+                raise UserError(f"Convolution2DTransposeBias with kernel {k} < stride {s} is not supported")
+            pads.append((total // 2, total - total // 2))  # TFLite drops the odd one at the end
         weight_iohw = self.exp_tab.new_const(
             np.ascontiguousarray(self.get_tensor_value(weight).transpose(3, 0, 1, 2)),
             dtype="float32", source_name=weight.tensor.Name())
@@ -124,7 +125,6 @@ class _Converter(tflite_frontend.OperatorConverter):
             data_nchw, weight_iohw,
             strides=(int(stride_h), int(stride_w)),
             padding=(pads[0][0], pads[1][0], pads[0][1], pads[1][1]),
-            output_padding=tuple(output_padding),
             data_layout="NCHW", kernel_layout="IOHW", out_dtype="float32")
         out = relax.op.permute_dims(out, (0, 2, 3, 1))
         return relax.op.add(out, self.get_tensor_expr(bias))
@@ -230,8 +230,8 @@ def import_tflite(path, *, input_shape=None) -> ImportedModel:
     try:
         mod = tflite_frontend.from_tflite(model, shape_dict={input_name: shape}, dtype_dict={input_name: "float32"},
                                           op_converter=make_converter)
-    except UserError:
-        raise
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from err
     except Exception as err:  # TVM reports converter limits as assorted exception types
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"{path}: TVM's TFLite frontend cannot convert this model: {reason}") from err
