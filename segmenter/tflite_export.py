@@ -252,18 +252,42 @@ class _AtenToTFLite:
         return self._transpose_to(resized, (0, 3, 1, 2), node.name)
 
 
-def export_tflite(model: torch.nn.Module, path=TFLITE_PATH) -> Path:
-    """Write ``model`` (eval mode, one NCHW image input) as a float32 TFLite flatbuffer at ``path``."""
-    size = model.config.image_size
+def litert_logits(path, image: np.ndarray) -> np.ndarray:
+    """Run a .tflite file with the LiteRT interpreter (``ai-edge-litert``) on one input."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def export_tflite(model: torch.nn.Module, path=TFLITE_PATH) -> float:
+    """Write ``model`` as a float32 TFLite flatbuffer at ``path`` once LiteRT reproduces the torch
+    logits on the committed test images (max abs diff <= MAX_ABS_DIFF, same argmax); return that diff."""
+    from segmenter.export import MAX_ABS_DIFF, committed_inputs
+
+    model = model.eval()
+    inputs = committed_inputs()
     with torch.no_grad():
-        program = torch.export.export(model.eval(), (torch.zeros(1, 3, size, size),))
+        program = torch.export.export(model, (inputs[0],))
+        expected = [model(x).numpy() for x in inputs]
     buf = _AtenToTFLite(program).convert(description=f"{type(model).__name__} exported by segmenter.tflite_export")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tflite.part")
+    partial = path.with_name(path.name + ".part")
     partial.write_bytes(buf)
-    partial.replace(path)
-    return path
+    try:
+        got = [litert_logits(partial, x.numpy()) for x in inputs]
+        diff = max(float(np.abs(g - e).max()) for g, e in zip(got, expected))
+        if diff > MAX_ABS_DIFF or any((g.argmax(1) != e.argmax(1)).any() for g, e in zip(got, expected)):
+            raise UserError(f"LiteRT runs the exported TFLite {diff:.2e} away from torch (limit {MAX_ABS_DIFF}) "
+                            "or with other labels; not saving it")
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return diff
 
 
 def main(argv=None) -> int:
@@ -272,12 +296,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from segmenter.model import load_reference
 
+    torch.set_num_threads(1)
     try:
-        path = export_tflite(load_reference(), args.output)
+        diff = export_tflite(load_reference(), args.output)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {path} ({path.stat().st_size} bytes)")
+    print(f"wrote {args.output} ({args.output.stat().st_size} bytes); LiteRT vs torch max |diff| {diff:.1e}")
     return 0
 
 
