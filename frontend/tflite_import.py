@@ -7,7 +7,8 @@ what real third-party float models need:
   float32 constants at import time -- exact, and what the TFLite runtime itself does once at
   prepare time -- so every conv/dense weight arrives as a plain constant in Relax's layout;
 * MediaPipe's custom op ``Convolution2DTransposeBias`` (transposed conv + bias) becomes
-  ``nn.conv2d_transpose`` + ``add``.
+  ``nn.conv2d_transpose`` + ``add``;
+* ``GELU`` becomes one ``nn.gelu`` / ``nn.gelu_tanh`` (honouring its ``approximate`` option).
 
 The converter embeds weights as constants; they are lifted into parameters of ``main`` (input
 first, then one parameter per weight), which is the ImportedModel contract. Anything the
@@ -98,6 +99,22 @@ class _Converter(tflite_frontend.OperatorConverter):
         if int(op.Outputs(0)) in self.float16_weights:
             return None  # read as a float32 constant by the ops that use it
         return super().convert_dequantize(op)
+
+    def convert_gelu(self, op):
+        """GELU as one ``nn.gelu`` (or ``nn.gelu_tanh`` when ``approximate`` is set; TVM's own
+        converter expands it into erf arithmetic and ignores that flag)."""
+        from tflite.GeluOptions import GeluOptions
+
+        if self.is_quantized(op):
+            return super().convert_gelu(op)  # raises TVM's "quantized GELU" error
+        (data,) = self.get_input_tensors(op)
+        approximate = False
+        if op.BuiltinOptions() is not None:
+            options = GeluOptions()
+            options.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
+            approximate = bool(options.Approximate())
+        gelu = relax.op.nn.gelu_tanh if approximate else relax.op.nn.gelu
+        return gelu(self.get_tensor_expr(data))
 
     def convert_conv2d_transpose_bias(self, op):
         """MediaPipe ``Convolution2DTransposeBias``: inputs (data NHWC, weight OHWI, bias O);

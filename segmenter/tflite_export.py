@@ -5,7 +5,7 @@ TFLite builtins written with ``frontend.tflite_writer``:
 
     conv2d            -> TRANSPOSE(NCHW->NHWC), CONV_2D (OHWI weight), TRANSPOSE back
     linear            -> FULLY_CONNECTED (keep_num_dims)
-    layer_norm        -> MEAN, SQUARED_DIFFERENCE, MEAN, ADD eps, RSQRT, SUB, MUL, MUL gamma, ADD beta
+    layer_norm        -> MEAN, SUB, MUL (square), MEAN, ADD eps, RSQRT, MUL, MUL gamma, ADD beta
     gelu / softmax    -> GELU (exact) / SOFTMAX (last axis)
     matmul            -> BATCH_MATMUL
     add/sub/mul/div   -> ADD/SUB/MUL/DIV (scalars become constants)
@@ -153,12 +153,12 @@ class _AtenToTFLite:
             return self.emit(op, inputs, out_shape, f"{node.name}_{suffix}", options_name, **options)
 
         mean = step("MEAN", [x, axis], reduced, "mean", "ReducerOptions", KeepDims=True)
-        var = step("MEAN", [step("SQUARED_DIFFERENCE", [x, mean], shape, "sqdiff"), axis], reduced, "var",
-                   "ReducerOptions", KeepDims=True)
+        centered = step("SUB", [x, mean], shape, "centered", "SubOptions", FusedActivationFunction=_NO_ACTIVATION)
+        square = step("MUL", [centered, centered], shape, "square", "MulOptions", FusedActivationFunction=_NO_ACTIVATION)
+        var = step("MEAN", [square, axis], reduced, "var", "ReducerOptions", KeepDims=True)
         inv_std = step("RSQRT", [step("ADD", [var, self.tensor(np.float32(eps), f"{node.name}_eps")], reduced,
                                       "var_eps", "AddOptions", FusedActivationFunction=_NO_ACTIVATION)],
                        reduced, "rsqrt")
-        centered = step("SUB", [x, mean], shape, "centered", "SubOptions", FusedActivationFunction=_NO_ACTIVATION)
         out = step("MUL", [centered, inv_std], shape, "normed", "MulOptions", FusedActivationFunction=_NO_ACTIVATION)
         if weight is not None:
             out = step("MUL", [out, self.tensor(weight, f"{node.name}_gamma")], shape, "scaled", "MulOptions",

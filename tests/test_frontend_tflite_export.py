@@ -1,4 +1,6 @@
 """The reference Segmenter as TFLite: LiteRT and TVM's import of the exported file reproduce torch."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -62,6 +64,18 @@ def test_committed_tflite_is_the_committed_reference():
     for g, e in zip(got, expected, strict=True):
         assert float(np.abs(g - e).max()) <= MAX_ABS_DIFF, \
             "assets/model/segmenter.tflite is stale: run `python -m segmenter.tflite_export`"
+
+
+def test_tflite_path_canonicalises_like_the_other_formats():
+    """GELU and LayerNorm arrive as single ops, so relax_passes sees one vocabulary for every format."""
+    import frontend
+
+    census = frontend.load(TFLITE_PATH).notes
+    assert census["non_canonical_ops"] == []
+    config = SegmenterConfig(**json.loads(RECIPE_PATH.read_text())["config"])
+    blocks = config.depth + config.decoder_depth
+    assert census["relax_ops"]["relax.nn.gelu"] == blocks
+    assert census["relax_ops"]["relax.nn.layer_norm"] == 2 * blocks + 3  # + encoder, decoder, mask norms
 
 
 def test_unsupported_aten_op_is_named(tmp_path):

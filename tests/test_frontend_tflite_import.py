@@ -116,11 +116,24 @@ def test_transpose_conv_bias_matches_litert(tmp_path, kernel, stride, padding_co
     np.testing.assert_allclose(_compile(import_tflite(path))(x), _litert_run(path, x), atol=1e-5)
 
 
-def _single_op_model(path, op="ADD", shape=(1, 4), signature=None, dtype="float32", n_inputs=1, **options):
+@pytest.mark.parametrize("approximate,relax_op", [(False, "relax.nn.gelu"), (True, "relax.nn.gelu_tanh")])
+def test_gelu_imports_as_one_op_honouring_approximate(tmp_path, approximate, relax_op):
+    path = _single_op_model(tmp_path / "gelu.tflite", op="GELU", shape=(2, 64), unary=True,
+                            options_name="GeluOptions", Approximate=approximate)
+    imported = import_tflite(path)
+    body = imported.mod["main"].body.blocks[0].bindings
+    assert [b.value.op.name for b in body] == [relax_op]
+    x = np.linspace(-6, 6, 128, dtype=np.float32).reshape(2, 64)
+    np.testing.assert_allclose(_compile(imported)(x), _litert_run(path, x), atol=1e-5)
+
+
+def _single_op_model(path, op="ADD", shape=(1, 4), signature=None, dtype="float32", n_inputs=1, unary=False,
+                     **options):
+    """A model of one ``op`` on its ``n_inputs`` inputs (plus a ones constant when binary on one input)."""
     w = TFLiteWriter()
     inputs = [w.tensor(f"x{i}", shape, dtype, shape_signature=signature) for i in range(n_inputs)]
     y = w.tensor("y", shape, dtype, shape_signature=signature)
-    operands = inputs if n_inputs == 2 else inputs + [w.constant("one", np.ones(shape[-1], dtype))]
+    operands = inputs if unary or n_inputs > 1 else inputs + [w.constant("one", np.ones(shape[-1], dtype))]
     w.op(op, operands, [y], **options)
     path.write_bytes(w.finish(inputs, [y]))
     return path
