@@ -1,0 +1,88 @@
+"""A small integer-only segmentation network in Relax, with its numpy reference.
+
+It exercises the op families the real I-Segmenter graph uses (int8 conv2d/matmul with int32
+accumulators, int32 bias, dyadic requantization in int64, an int16 residual add, a shift-based
+softmax-like row normalisation with an integer division, argmax), so the deploy machinery can be
+tested end to end before the real passes are plugged in.
+"""
+import numpy as np
+import tvm
+from tvm import relax
+
+R = relax.op
+
+
+def _weights(seed: int, channels: int, classes: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "conv_w": rng.integers(-127, 128, (channels, 3, 3, 3)).astype("int8"),
+        "conv_b": rng.integers(-2000, 2000, (channels,)).astype("int32"),
+        "pos": rng.integers(-3000, 3000, (1, 1, 1, channels)).astype("int16"),
+        "head_w": rng.integers(-127, 128, (channels, classes)).astype("int8"),
+    }
+
+
+# Dyadic multipliers m / 2^k (compile-time integers).
+CONV_M, CONV_K = 1288490189, 33  # 0.15: int32 conv sum -> int16
+HEAD_M, HEAD_K = 1518500250, 38  # about 0.0055: int16 residual -> int8
+
+
+def _requantize(x, multiplier: int, shift: int, dtype: str):
+    lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
+    prod = R.multiply(R.astype(x, "int64"), relax.const(multiplier, "int64"))
+    rounded = R.right_shift(R.add(prod, relax.const(1 << (shift - 1), "int64")), relax.const(shift, "int64"))
+    return R.astype(R.clip(rounded, lo, hi), dtype)
+
+
+def toy_segmenter(height: int = 16, width: int = 16, channels: int = 8, classes: int = 4,
+                  seed: int = 0) -> tvm.IRModule:
+    """``main(image: uint8[1,H,W,3]) -> uint8[1,H,W]`` class map; weights bound as constants."""
+    w = _weights(seed, channels, classes)
+    bb = relax.BlockBuilder()
+    image = relax.Var("image", relax.TensorType((1, height, width, 3), "uint8"))
+    with bb.function("main", [image]):
+        with bb.dataflow():
+            x = bb.emit(R.astype(R.subtract(R.astype(image, "int16"), relax.const(128, "int16")), "int8"))
+            acc = bb.emit(R.nn.conv2d(x, relax.const(w["conv_w"]), padding=1, data_layout="NHWC",
+                                      kernel_layout="OHWI", out_dtype="int32"))
+            acc = bb.emit(R.add(acc, relax.const(w["conv_b"])))
+            h16 = bb.emit(_requantize(acc, CONV_M, CONV_K, "int16"))
+            res = bb.emit(R.add(R.astype(h16, "int32"), R.astype(relax.const(w["pos"]), "int32")))
+            h8 = bb.emit(_requantize(res, HEAD_M, HEAD_K, "int8"))
+            tokens = bb.emit(R.reshape(h8, (height * width, channels)))
+            logits = bb.emit(R.matmul(tokens, relax.const(w["head_w"]), out_dtype="int32"))
+            shifted = bb.emit(R.subtract(logits, R.max(logits, axis=1, keepdims=True)))
+            exponent = bb.emit(R.clip(R.right_shift(R.negative(shifted), relax.const(6, "int32")), 0, 14))
+            exp = bb.emit(R.right_shift(relax.const(1 << 14, "int32"), exponent))
+            prob = bb.emit(R.floor_divide(R.multiply(exp, relax.const(255, "int32")),
+                                          R.sum(exp, axis=1, keepdims=True)))
+            classes_map = bb.emit(R.astype(R.argmax(prob, axis=1), "uint8"))
+            out = bb.emit_output(R.reshape(classes_map, (1, height, width)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _requantize_np(x: np.ndarray, multiplier: int, shift: int, dtype: str) -> np.ndarray:
+    info = np.iinfo(dtype)
+    rounded = (x.astype(np.int64) * multiplier + (1 << (shift - 1))) >> shift
+    return np.clip(rounded, info.min, info.max).astype(dtype)
+
+
+def toy_segmenter_reference(image: np.ndarray, channels: int = 8, classes: int = 4, seed: int = 0) -> np.ndarray:
+    """numpy reference of :func:`toy_segmenter` (written from the op definitions, not from TVM)."""
+    w = _weights(seed, channels, classes)
+    _, height, width, _ = image.shape
+    x = np.pad((image.astype(np.int16) - 128).astype(np.int8), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    acc = np.zeros((1, height, width, channels), np.int32)
+    for dy in range(3):
+        for dx in range(3):
+            patch = x[:, dy:dy + height, dx:dx + width, :].astype(np.int32)
+            acc += np.einsum("nhwc,oc->nhwo", patch, w["conv_w"][:, dy, dx, :].astype(np.int32))
+    acc += w["conv_b"]
+    h16 = _requantize_np(acc, CONV_M, CONV_K, "int16")
+    h8 = _requantize_np(h16.astype(np.int32) + w["pos"].astype(np.int32), HEAD_M, HEAD_K, "int8")
+    logits = h8.reshape(height * width, channels).astype(np.int32) @ w["head_w"].astype(np.int32)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = (1 << 14) >> np.clip((-shifted) >> 6, 0, 14)
+    prob = (exp * 255) // exp.sum(axis=1, keepdims=True)
+    return prob.argmax(axis=1).astype(np.uint8).reshape(1, height, width)

@@ -1,0 +1,164 @@
+"""The deploy flow for an integer-only Relax module: C project -> firmware -> QEMU -> proofs + report.
+
+``deploy_module`` is the one call the full toolchain makes once the passes produced the integer
+module (``main(image) -> class_map``, weights bound as constants). Everything is written into a
+staging directory that replaces ``output_dir`` only when the flow succeeds.
+"""
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tvm
+from tqdm import tqdm
+
+from common.errors import UserError
+from deploy import host, measure, proofs, qemu
+from deploy.emit_c import emit_sources
+from deploy.lower import StaticProgram, lower_to_static_program
+from deploy.memory_plan import ArenaPlan, plan_arena
+from deploy.project import atomic_directory, write_project
+from deploy.schedule import apply_default_schedules
+from targets import KIB, Board, get_board
+
+
+@dataclass
+class DeployResult:
+    directory: Path
+    report: dict
+
+    @property
+    def bit_exact(self) -> bool:
+        return bool(self.report.get("run", {}).get("bit_exact", False))
+
+
+def check_memory(program: StaticProgram, plan: ArenaPlan, board: Board) -> dict:
+    """Weights must fit in flash, arena + stack in RAM: one-line error with how much is over."""
+    weights = sum(program.tensors[i].nbytes for i in program.tensors_of_kind("const"))
+    ram = plan.size + board.stack_size
+    if weights > board.flash.size:
+        raise UserError(f"model too big for {board.name}: weights need {weights / KIB:.1f} KiB of flash, the board "
+                        f"has {board.flash.size / KIB:.0f} KiB ({(weights - board.flash.size) / KIB:.1f} KiB over); "
+                        "use a smaller model or a board with more flash")
+    if ram > board.ram.size:
+        raise UserError(f"model too big for {board.name}: arena {plan.size / KIB:.1f} KiB + stack "
+                        f"{board.stack_size / KIB:.0f} KiB need {ram / KIB:.1f} KiB of RAM, the board has "
+                        f"{board.ram.size / KIB:.0f} KiB ({(ram - board.ram.size) / KIB:.1f} KiB over)")
+    return {"weights_bytes": weights, "arena_bytes": plan.size, "arena_lower_bound_bytes": plan.lower_bound,
+            "arena_ratio": round(plan.ratio, 4), "stack_reserved_bytes": board.stack_size}
+
+
+def check_images(images: list[np.ndarray], program: StaticProgram) -> None:
+    expected = program.tensors[program.input_index]
+    for i, image in enumerate(images):
+        if tuple(image.shape) != expected.shape or str(image.dtype) != expected.dtype:
+            raise UserError(f"image {i} is {image.dtype}{list(image.shape)}; the model takes "
+                            f"{expected.dtype}{list(expected.shape)}")
+
+
+def _compare(name: str, outputs: list[np.ndarray], references: list[np.ndarray]) -> dict:
+    equal = [o is not None and o.shape == r.shape and bool(np.array_equal(o, r)) for o, r in zip(outputs, references)]
+    differing = [int(np.count_nonzero(o != r)) if o is not None and o.shape == r.shape else -1
+                 for o, r in zip(outputs, references)]
+    return {"against": name, "bit_exact": all(equal), "differing_elements": differing}
+
+
+def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], output_dir: Path, *,
+                  run: bool = True, numpy_reference=None, model_name: str = "model", tuning_log: str | None = None,
+                  timeout_s: float = qemu.DEFAULT_TIMEOUT_S, sanitize: bool = False) -> DeployResult:
+    """Deploy ``mod`` to ``target``: write ``output_dir``, build, prove float-free, run, compare, measure."""
+    board = get_board(target)
+    steps = ["lower", "schedule", "plan", "emit", "write", "build", "prove"] + (["run", "measure"] if run else [])
+    progress = tqdm(steps, desc=f"deploy {target}", unit="step", leave=False)
+
+    def step(name: str) -> None:
+        progress.set_postfix_str(name)
+        progress.update(1)
+
+    if run:
+        qemu.require_tools(board)
+    program = lower_to_static_program(mod)
+    step("lower")
+    check_images(images, program)
+    macs = measure.macs_per_kernel(program.kernels)
+    program.kernels = apply_default_schedules(program.kernels)
+    step("schedule")
+    plan = plan_arena(program)
+    memory = check_memory(program, plan, board)
+    step("plan")
+    sources = emit_sources(program, plan, mcpu=board.cflags[0].removeprefix("-mcpu=").split("+")[0])
+    step("emit")
+    image_t, output_t = program.tensors[program.input_index], program.tensors[program.output_index]
+    report = {
+        "model": model_name, "target": board.name, "board": board.description,
+        "input": {"shape": list(image_t.shape), "dtype": image_t.dtype},
+        "output": {"shape": list(output_t.shape), "dtype": output_t.dtype},
+        "memory_plan": memory,
+        "kernels": [{"name": c.kernel, "macs": macs.get(c.kernel, 0)} for c in program.calls],
+        "total_macs": sum(macs.get(c.kernel, 0) for c in program.calls),
+        "tuning_log": tuning_log, "tvm_version": tvm.__version__, "host": platform.platform(),
+    }
+    with atomic_directory(Path(output_dir)) as staging:
+        write_project(staging, board, sources, np.stack(images), image_t.dtype, output_t.dtype, report)
+        step("write")
+        elf = qemu.build_firmware(staging, board)
+        report["size"] = measure.section_sizes(board, elf)
+        stack = measure.stack_usage(staging / "obj")
+        report["stack_bytes_max_function"] = max(stack.values(), default=0)
+        report["stack_bytes_per_function"] = stack
+        step("build")
+        report["float_free"] = proofs.prove_float_free(board, elf)
+        step("prove")
+        if run:
+            counts = staging / "insn_counts.txt"
+            text = qemu.run_firmware(board, elf, timeout_s, measure.plugin_path(), counts)
+            outputs = qemu.parse_outputs(text, output_t.dtype, output_t.shape)
+            references = host.tvm_host_outputs(mod, images)
+            report["run"] = _compare("tvm-llvm-host", outputs + [None] * (len(images) - len(outputs)), references)
+            report["run"]["images"] = len(images)
+            if numpy_reference is not None:
+                report["run_vs_numpy"] = _compare("numpy", outputs, [numpy_reference(i) for i in images])
+            if sanitize:
+                sanitized, reports = host.sanitized_outputs(staging / "src", images, output_t.dtype, output_t.shape)
+                report["host_sanitizers"] = {"reports": reports, **_compare("tvm-llvm-host", sanitized, references)}
+            step("run")
+            per_symbol = measure.instructions_per_symbol(board, elf, counts)
+            kernel_names = {c.kernel for c in program.calls} | {"isegmenter_run"}
+            network = {k: v for k, v in per_symbol.items() if k in kernel_names}
+            report["instructions"] = {
+                "total_program": sum(per_symbol.values()),
+                "network_per_image": sum(network.values()) // len(images),
+                "per_kernel_per_image": {k: v // len(images) for k, v in network.items()},
+                "note": "exact retired instructions (QEMU TCG plugin, -icount shift=0), not cycles",
+            }
+            step("measure")
+        (staging / "report.json").write_text(json.dumps(report, indent=2))
+        (staging / "report.md").write_text(markdown_report(report))
+    progress.close()
+    return DeployResult(Path(output_dir), report)
+
+
+def markdown_report(report: dict) -> str:
+    """The human-readable summary of ``report.json``."""
+    memory, size = report["memory_plan"], report.get("size", {})
+    lines = [
+        f"# {report['model']} on {report['target']}", "",
+        f"- board: {report['board']}",
+        f"- input {report['input']['dtype']}{report['input']['shape']} -> output "
+        f"{report['output']['dtype']}{report['output']['shape']}",
+        f"- arena {memory['arena_bytes']} B (lower bound {memory['arena_lower_bound_bytes']} B, "
+        f"ratio {memory['arena_ratio']}), weights {memory['weights_bytes']} B",
+        f"- flash {size.get('flash_bytes')} B, RAM {size.get('ram_bytes')} B (incl. reserved stack), "
+        f"largest stack frame {report.get('stack_bytes_max_function')} B",
+        f"- float-free proofs: {'pass' if report['float_free']['ok'] else 'FAIL'}",
+        f"- MACs per image: {report['total_macs']}",
+    ]
+    if "run" in report:
+        lines.append(f"- bit-exact vs TVM host build on {report['run']['images']} image(s): {report['run']['bit_exact']}")
+        instructions = report["instructions"]
+        lines += ["", f"## Instructions per image: {instructions['network_per_image']}", "",
+                  "| kernel | instructions | MACs |", "|---|---:|---:|"]
+        macs = {k["name"]: k["macs"] for k in report["kernels"]}
+        lines += [f"| {k} | {v} | {macs.get(k, '')} |" for k, v in instructions["per_kernel_per_image"].items()]
+    return "\n".join(lines) + "\n"

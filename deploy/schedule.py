@@ -1,0 +1,82 @@
+"""Default schedules for unscheduled kernels, so their intermediates do not become big stack arrays.
+
+For each fused PrimFunc: every block that writes a kernel-local buffer is inlined into its consumers
+(``compute_inline``: pads, casts, elementwise chains). What cannot be inlined is a reduction
+(matmul/conv/sum/argmax): its consumers are moved under the reduction's spatial loops
+(``reverse_compute_at``), so the reduction's output shrinks to one element per iteration, and its
+initialisation is hoisted out of the reduction loops (``decompose_reduction``: no ``if (k == 0)``
+inside the inner loop).
+Kernels that tuning already scheduled (``schedules/``) are left alone by the caller.
+"""
+import tvm
+from tvm import s_tir, tirx
+
+
+def _writes_param(sch: s_tir.Schedule, block_rv, params) -> bool:
+    block = sch.get(block_rv)
+    return any(any(region.source.same_as(p) for p in params) for region in block.writes)
+
+
+def _blocks(sch: s_tir.Schedule, func_name: str):
+    return sch.get_child_blocks(sch.get_sblock("root", func_name=func_name))
+
+
+def _inline_all(sch: s_tir.Schedule, func_name: str, params) -> None:
+    changed = True
+    while changed:
+        changed = False
+        for block_rv in _blocks(sch, func_name):
+            if _writes_param(sch, block_rv, params):
+                continue
+            try:
+                sch.compute_inline(block_rv)
+                changed = True
+                break
+            except s_tir.ScheduleError:
+                continue
+
+
+def _spatial_depth(sch: s_tir.Schedule, block_rv) -> int:
+    """Number of leading spatial (data-parallel) iteration variables of ``block_rv``."""
+    depth = 0
+    for iter_var in sch.get(block_rv).iter_vars:
+        if iter_var.iter_type != tirx.IterVar.DataPar:
+            break
+        depth += 1
+    return depth
+
+
+def _fuse_epilogues(sch: s_tir.Schedule, func_name: str, params) -> None:
+    for block_rv in _blocks(sch, func_name):
+        if _writes_param(sch, block_rv, params):
+            continue
+        depth = _spatial_depth(sch, block_rv)
+        if depth == 0:
+            continue
+        for consumer in sch.get_consumers(block_rv):
+            try:
+                sch.reverse_compute_at(consumer, sch.get_loops(block_rv)[depth - 1])
+            except s_tir.ScheduleError:
+                continue
+
+
+def _decompose_reductions(sch: s_tir.Schedule, func_name: str) -> None:
+    for block_rv in _blocks(sch, func_name):
+        depth, loops = _spatial_depth(sch, block_rv), sch.get_loops(block_rv)
+        if depth < len(sch.get(block_rv).iter_vars) and depth < len(loops):
+            try:
+                sch.decompose_reduction(block_rv, loops[depth])
+            except s_tir.ScheduleError:
+                continue
+
+
+def apply_default_schedules(kernels: tvm.IRModule, skip: frozenset[str] = frozenset()) -> tvm.IRModule:
+    """Inline producers and compute epilogues at their reduction in every kernel not in ``skip``."""
+    sch = s_tir.Schedule(kernels)
+    for gv, func in kernels.functions.items():
+        if gv.name_hint in skip or not isinstance(func, tirx.PrimFunc):
+            continue
+        _inline_all(sch, gv.name_hint, func.params)
+        _fuse_epilogues(sch, gv.name_hint, func.params)
+        _decompose_reductions(sch, gv.name_hint)
+    return sch.mod
