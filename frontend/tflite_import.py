@@ -160,12 +160,23 @@ def _read_model(path: Path):
         subgraph = model.Subgraphs(0)
         for i in range(subgraph.OperatorsLength()):
             _op_name(model, subgraph.Operators(i))
-        for i in range(subgraph.TensorsLength()):
-            tensor = subgraph.Tensors(i)
-            tensor.ShapeAsNumpy(), model.Buffers(tensor.Buffer()).DataLength()
+        bad = next((t for t in map(subgraph.Tensors, range(subgraph.TensorsLength())) if not _buffer_fits(model, t)),
+                   None)
     except Exception as err:  # flatbuffers raises struct.error/IndexError/TypeError on damaged data
         raise UserError(f"{path}: corrupt or truncated TFLite file ({type(err).__name__}); re-export it") from err
+    if bad is not None:
+        raise UserError(f"{path}: corrupt TFLite file (data of tensor '{bad.Name().decode(errors='replace')}' "
+                        "does not match its shape); re-export it")
     return model
+
+
+def _buffer_fits(model, tensor) -> bool:
+    """Whether the tensor's constant data (if it has any) is as large as its shape and type say."""
+    data_bytes = model.Buffers(tensor.Buffer()).DataLength()
+    if data_bytes == 0:
+        return True
+    itemsize = np.dtype(tflite_frontend._decode_type(tensor.Type())).itemsize
+    return data_bytes == itemsize * int(np.prod(tensor.ShapeAsNumpy() if tensor.ShapeLength() else []))
 
 
 def _input_spec(path: Path, model, input_shape):
@@ -195,14 +206,14 @@ def _input_spec(path: Path, model, input_shape):
     return name, shape
 
 
-def _check_ops(path: Path, model) -> None:
+def _check_ops(model) -> None:
     """UserError naming every operator the converter has no handler for."""
     probe = _Converter(model, model.Subgraphs(0), tflite_frontend.ExprTable(), relax.BlockBuilder())
     subgraph = model.Subgraphs(0)
     names = {probe.get_op_code_str(subgraph.Operators(i)) for i in range(subgraph.OperatorsLength())}
     missing = sorted(n for n in names if n not in probe.convert_map)
     if missing:
-        raise UserError(f"{path}: unsupported TFLite op(s) {', '.join(missing)}; supported are the float builtins "
+        raise UserError(f"unsupported TFLite op(s) {', '.join(missing)}; supported are the float builtins "
                         f"of TVM 0.27's TFLite frontend and custom {', '.join(CUSTOM_OPS)}")
 
 
@@ -237,7 +248,6 @@ def import_tflite(path, *, input_shape=None) -> ImportedModel:
     path = Path(path)
     model = _read_model(path)
     input_name, shape = _input_spec(path, model, input_shape)
-    _check_ops(path, model)
     converters = []
 
     def make_converter(*args):
@@ -245,6 +255,7 @@ def import_tflite(path, *, input_shape=None) -> ImportedModel:
         return converters[-1]
 
     try:
+        _check_ops(model)
         mod = tflite_frontend.from_tflite(model, shape_dict={input_name: shape}, dtype_dict={input_name: "float32"},
                                           op_converter=make_converter)
     except UserError as err:
