@@ -5,6 +5,7 @@ import tvm
 from tvm import relax
 
 from .fold_constant_layout import FoldConstantLayout
+from .fold_index_arithmetic import FoldIndexArithmetic
 from .fuse_gelu import FuseGelu
 from .fuse_layer_norm import FuseLayerNorm
 from .imported import ImportedModel
@@ -16,6 +17,7 @@ def canonicalization_passes() -> tvm.transform.Pass:
     """The passes run on ``main`` with its weights bound as constants, in order."""
     return tvm.transform.Sequential(
         [
+            FoldIndexArithmetic(),
             FoldConstantLayout(),
             FuseGelu(),
             FuseLayerNorm(),

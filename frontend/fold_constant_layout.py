@@ -13,17 +13,24 @@ arithmetic), so it is fast and exact.
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .pattern_util import constant_array
+from .pattern_util import const, constant_array, fold_calls, static_shape
 
 _SHAPE_ONLY_OPS = {"relax.reshape", "relax.squeeze", "relax.expand_dims", "relax.flatten"}
 
 
-def _fold(call: relax.Call, array: np.ndarray) -> np.ndarray | None:
-    """The value of ``call`` applied to the constant ``array``, or None for ops not folded here."""
+def _fold(call: relax.Call) -> relax.Expr | None:
+    """The constant value of a layout op applied to a constant, or None for anything else."""
+    array = constant_array(call.args[0]) if call.args else None
+    if array is None:
+        return None
+    folded = _fold_array(call, array)
+    return None if folded is None else const(folded)
+
+
+def _fold_array(call: relax.Call, array: np.ndarray) -> np.ndarray | None:
     name = call.op.name
-    out_shape = tuple(int(d) for d in call.ty.shape) if hasattr(call.ty, "shape") and call.ty.shape else None
+    out_shape = static_shape(call)
     if name == "relax.permute_dims":
         axes = None if call.attrs.axes is None else [int(a) for a in call.attrs.axes]
         return np.transpose(array, axes)
@@ -36,47 +43,9 @@ def _fold(call: relax.Call, array: np.ndarray) -> np.ndarray | None:
     return None
 
 
-@mutator
-class _ConstantLayoutFolder(PyExprMutator):
-    """Folds layout ops of constants and substitutes the folded constants into their uses."""
-
-    def __init__(self, mod: tvm.IRModule):
-        super().__init__(mod)
-        self.folded_vars: dict[relax.Var, relax.Expr] = {}
-
-    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
-        value = self.visit_expr(binding.value)
-        if isinstance(value, tvm.ir.Constant) and not isinstance(binding.value, tvm.ir.Constant):
-            self.folded_vars[binding.var] = value
-        else:
-            super().visit_var_binding_(binding)
-
-    def visit_var_(self, var: relax.Var) -> relax.Expr:
-        return self.folded_vars[var] if var in self.folded_vars else super().visit_var_(var)
-
-    def visit_dataflow_var_(self, var: relax.DataflowVar) -> relax.Expr:
-        return self.folded_vars[var] if var in self.folded_vars else super().visit_dataflow_var_(var)
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
-        if not isinstance(call.op, tvm.ir.Op) or not call.args:
-            return call
-        array = constant_array(call.args[0])
-        if array is None:
-            return call
-        folded = _fold(call, array)
-        return call if folded is None else relax.const(np.ascontiguousarray(folded))
-
-    def rewrite(self, mod: tvm.IRModule) -> tvm.IRModule:
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                self.builder_.update_func(gvar, self.visit_expr(func))
-        return self.builder_.get()
-
-
 @tvm.transform.module_pass(opt_level=0, name="FoldConstantLayout")
 class FoldConstantLayout:
     """Replace layout ops (permute/reshape/squeeze/expand_dims/flatten/broadcast_to/astype) of constants."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        return _ConstantLayoutFolder(mod).rewrite(mod)
+        return fold_calls(mod, _fold)

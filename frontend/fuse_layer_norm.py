@@ -16,7 +16,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from .pattern_util import constant_array, is_scalar, rewrite_functions, scalar_value
+from .pattern_util import const, constant_array, is_scalar, rewrite_functions, scalar_value
 
 
 def _normalisation_pattern():
@@ -45,7 +45,7 @@ def _reduced_axes(call: relax.Call, rank: int) -> tuple[int, ...] | None:
 def _affine_param(expr: relax.Expr | None, feature_shape: tuple[int, ...], fill: float, dtype: str):
     """A gamma/beta constant reshaped to the normalised feature shape, or None if it is not one."""
     if expr is None:
-        return relax.const(np.full(feature_shape, fill, dtype=dtype))
+        return const(np.full(feature_shape, fill, dtype=dtype))
     array = constant_array(expr)
     if array is None or array.dtype != np.dtype(dtype):
         return None
@@ -54,7 +54,7 @@ def _affine_param(expr: relax.Expr | None, feature_shape: tuple[int, ...], fill:
     if any(d != 1 for d in leading):
         return None
     try:
-        return relax.const(np.ascontiguousarray(np.broadcast_to(array.reshape(trailing), feature_shape)))
+        return const(np.broadcast_to(array.reshape(trailing), feature_shape))
     except ValueError:
         return None
 

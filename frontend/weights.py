@@ -12,6 +12,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .pattern_util import const
+
 
 def bind_weights(mod: tvm.IRModule, params: list[np.ndarray]) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
     """Bind ``main``'s parameters after its input (``main(input, *params)``) to ``params``.
@@ -22,7 +24,7 @@ def bind_weights(mod: tvm.IRModule, params: list[np.ndarray]) -> tuple[tvm.IRMod
     if len(weight_vars) != len(params):
         raise ValueError(f"main takes {len(weight_vars)} weights but {len(params)} values were given")
     named = {var.name: np.asarray(value) for var, value in zip(weight_vars, params)}
-    bindings = {var: relax.const(value) for var, value in zip(weight_vars, named.values())}
+    bindings = {var: const(value) for var, value in zip(weight_vars, named.values())}
     bound = mod.clone()
     bound["main"] = mod["main"].bind_params(bindings)
     return bound, named
