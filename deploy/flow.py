@@ -33,6 +33,18 @@ class DeployResult:
         return bool(self.report.get("run", {}).get("bit_exact", False))
 
 
+def integer_module(model_path: Path, calibration_image: Path | None) -> tuple[tvm.IRModule, tuple[int, ...]]:
+    """Float model file -> (integer-only Relax module with bound weights, its image input shape).
+
+    Imports the model (``frontend.load``), then needs the integer-only passes, which the lead wires here.
+    """
+    from frontend import loader
+
+    imported = loader.load(model_path)
+    raise UserError(f"not available yet: the integer-only Relax passes (relax_passes) to quantize "
+                    f"{Path(model_path).name} (input {list(imported.input_shape)}); try --example toy")
+
+
 def check_memory(program: StaticProgram, plan: ArenaPlan, board: Board) -> dict:
     """Weights must fit in flash, arena + stack in RAM: one-line error with how much is over."""
     weights = sum(program.tensors[i].nbytes for i in program.tensors_of_kind("const"))

@@ -1,0 +1,120 @@
+"""``python -m deploy.build``: float model -> integer-only C firmware for a board, run in QEMU.
+
+Examples::
+
+    python -m deploy.build --list-targets
+    python -m deploy.build --target cortex-m4 --model assets/model/segmenter.onnx --image assets/images/test_000.png
+    python -m deploy.build --target riscv32 --example toy        # the deploy self-check network
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import UserError
+from common.paths import BUILD_DIR, IMAGES_DIR, MODEL_DIR
+from targets import BOARDS, DEFAULT_TARGET, describe_boards, get_board
+
+MODEL_SUFFIXES = (".onnx", ".pt2", ".tflite")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m deploy.build", description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default=DEFAULT_TARGET, help=f"board ({', '.join(BOARDS)})")
+    parser.add_argument("--list-targets", action="store_true", help="print the board table and exit")
+    parser.add_argument("--model", type=Path, help=f"float model (.onnx/.pt2/.tflite); default: the one in {MODEL_DIR}")
+    parser.add_argument("--example", choices=["toy"], help="deploy a built-in integer network instead of --model")
+    parser.add_argument("--image", type=Path, nargs="+", help="input image(s) to run on the board (PNG)")
+    parser.add_argument("--calibration-image", type=Path, help="the single image used to calibrate scales")
+    parser.add_argument("--output", type=Path, help="project directory (default: build/<target>)")
+    parser.add_argument("--no-run", action="store_true", help="write and compile the project, do not run QEMU")
+    parser.add_argument("--precision", choices=["int8", "fp32"], default="int8")
+    parser.add_argument("--timeout", type=float, default=120.0, help="QEMU wall-clock limit in seconds")
+    return parser.parse_args(argv)
+
+
+def load_image(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
+    """A PNG/JPEG as uint8 in the model's layout (NHWC or NCHW, batch 1); wrong size is a UserError."""
+    from PIL import Image, UnidentifiedImageError
+
+    channels_first = len(input_shape) == 4 and input_shape[1] == 3
+    height, width = input_shape[2:4] if channels_first else input_shape[1:3]
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such image file") from None
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not an image PIL can read; give a PNG or JPEG") from None
+    if pixels.shape[:2] != (height, width):
+        raise UserError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]}, the model takes {width}x{height}; "
+                        "resize it first")
+    pixels = pixels.transpose(2, 0, 1) if channels_first else pixels
+    return pixels[None].copy()
+
+
+def default_model() -> Path:
+    models = sorted(p for p in MODEL_DIR.glob("*") if p.suffix in MODEL_SUFFIXES) if MODEL_DIR.is_dir() else []
+    if not models:
+        raise UserError(f"no --model given and no model in {MODEL_DIR}; pass --model PATH or run `make setup`")
+    return models[0]
+
+
+def default_images() -> list[Path]:
+    images = sorted(IMAGES_DIR.glob("test_*[0-9].png")) if IMAGES_DIR.is_dir() else []
+    if not images:
+        raise UserError(f"no --image given and no test images in {IMAGES_DIR}; pass --image PATH")
+    return images[:1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.list_targets:
+            print(describe_boards())
+            return 0
+        return _build(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _build(args: argparse.Namespace) -> int:
+    from deploy import flow
+
+    board = get_board(args.target)
+    if args.precision == "fp32":
+        raise UserError("not available yet: fp32 builds (need an FPU board entry, e.g. cortex-m55 with FPU); "
+                        "use --precision int8")
+    output = args.output or BUILD_DIR / board.name
+    if args.example == "toy":
+        from deploy.examples import toy_segmenter, toy_segmenter_reference
+
+        mod, reference, name = toy_segmenter(), toy_segmenter_reference, "toy-integer-segmenter"
+        input_shape = (1, 16, 16, 3)
+    else:
+        model_path = args.model or default_model()
+        mod, input_shape = flow.integer_module(model_path, args.calibration_image)
+        reference, name = None, model_path.stem
+    if args.image:
+        images = [load_image(p, input_shape) for p in args.image]
+    elif args.example == "toy":
+        images = [np.random.default_rng(seed).integers(0, 256, input_shape, dtype=np.uint8) for seed in (0, 1)]
+    else:
+        images = [load_image(p, input_shape) for p in default_images()]
+    result = flow.deploy_module(mod, board.name, images, output, run=not args.no_run, numpy_reference=reference,
+                                model_name=name, timeout_s=args.timeout)
+    print(f"wrote {result.directory} ({board.name})")
+    print((result.directory / "report.md").read_text())
+    if not result.report["float_free"]["ok"]:
+        print("error: the firmware is not float-free; see report.json", file=sys.stderr)
+        return 1
+    if not args.no_run and not result.bit_exact:
+        print("error: board output differs from the TVM host build; see report.json", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
