@@ -182,6 +182,27 @@ def test_corrupt_missing_and_foreign_files(tmp_path):
         import_tflite(tmp_path / "nothing.tflite")
 
 
+def test_damaged_files_fail_only_with_user_errors(tmp_path):
+    """Seeded truncations and byte flips of a real model: each imports or raises a one-line UserError."""
+    from segmenter.tflite_export import TFLITE_PATH
+
+    source = TFLITE_PATH.read_bytes()
+    rng = np.random.default_rng(0)
+    refused = 0
+    for case in range(12):
+        damaged = bytearray(source[: rng.integers(8, len(source))] if case % 3 == 0 else source)
+        for _ in range(0 if case % 3 == 0 else 8):
+            damaged[rng.integers(8, 4096 if case % 3 == 1 else len(damaged))] = rng.integers(0, 256)
+        path = tmp_path / f"damaged{case}.tflite"
+        path.write_bytes(bytes(damaged))
+        try:
+            import_tflite(path)
+        except UserError as err:
+            assert str(err).startswith(str(path)) and "\n" not in str(err)
+            refused += 1
+    assert refused >= 4  # every truncation at least
+
+
 def test_error_messages_are_one_line(tmp_path):
     with pytest.raises(UserError) as err:
         import_tflite(_single_op_model(tmp_path / "op.tflite", op="RNN"))
