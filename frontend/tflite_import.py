@@ -8,7 +8,9 @@ what real third-party float models need:
   prepare time -- so every conv/dense weight arrives as a plain constant in Relax's layout;
 * MediaPipe's custom op ``Convolution2DTransposeBias`` (transposed conv + bias) becomes
   ``nn.conv2d_transpose`` + ``add``;
-* ``GELU`` becomes one ``nn.gelu`` / ``nn.gelu_tanh`` (honouring its ``approximate`` option).
+* ``GELU`` becomes one ``nn.gelu`` / ``nn.gelu_tanh`` (honouring its ``approximate`` option);
+* a float ``FULLY_CONNECTED`` that keeps its input's rank becomes ``matmul`` [+ ``add``] without
+  the flatten/unflatten reshapes of TVM's converter.
 
 The converter embeds weights as constants; they are lifted into parameters of ``main`` (input
 first, then one parameter per weight), which is the ImportedModel contract. Anything the
@@ -115,6 +117,26 @@ class _Converter(tflite_frontend.OperatorConverter):
             approximate = bool(options.Approximate())
         gelu = relax.op.nn.gelu_tanh if approximate else relax.op.nn.gelu
         return gelu(self.get_tensor_expr(data))
+
+    def convert_fully_connected(self, op):
+        """A float ``FULLY_CONNECTED`` with ``keep_num_dims`` and constant weights as
+        ``matmul(x, W^T) [+ bias]`` on the input's own rank (TVM's converter flattens the input
+        to 2-D and reshapes back); everything else goes to TVM's converter."""
+        from tflite.FullyConnectedOptions import FullyConnectedOptions
+        from tflite.TensorType import TensorType
+
+        data, weight, *bias = self.get_input_tensors(op)
+        options = FullyConnectedOptions()
+        options.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
+        is_float_constant = weight.tensor.Type() == TensorType.FLOAT32 and not self.has_expr(weight.tensor_idx)
+        if self.is_quantized(op) or not options.KeepNumDims() or not is_float_constant:
+            return super().convert_fully_connected(op)
+        out = relax.op.matmul(self.get_tensor_expr(data), self.exp_tab.new_const(
+            np.ascontiguousarray(self.get_tensor_value(weight).T), dtype="float32",
+            source_name=weight.tensor.Name()))
+        if bias and bias[0].tensor_idx != -1:
+            out = relax.op.add(out, self.get_tensor_expr(bias[0]))
+        return self.convert_fused_activation_function(out, options.FusedActivationFunction())
 
     def convert_conv2d_transpose_bias(self, op):
         """MediaPipe ``Convolution2DTransposeBias``: inputs (data NHWC, weight OHWI, bias O);
