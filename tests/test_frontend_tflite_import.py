@@ -127,6 +127,35 @@ def test_gelu_imports_as_one_op_honouring_approximate(tmp_path, approximate, rel
     np.testing.assert_allclose(_compile(imported)(x), _litert_run(path, x), atol=1e-5)
 
 
+@I.ir_module
+class ExpectedDense:
+    @R.function
+    def main(x: R.Tensor((1, 5, 3), "float32"), w0: R.Tensor((3, 4), "float32"),
+             w1: R.Tensor((4,), "float32")) -> R.Tensor((1, 5, 4), "float32"):
+        R.func_attr({"num_input": 1})
+        with R.dataflow():
+            mm = R.matmul(x, w0)
+            gv = R.add(mm, w1)
+            R.output(gv)
+        return gv
+
+
+def test_fully_connected_keeping_rank_is_matmul_plus_bias(tmp_path):
+    rng = np.random.default_rng(2)
+    w = TFLiteWriter()
+    x, y = w.tensor("x", (1, 5, 3)), w.tensor("y", (1, 5, 4))
+    weight = rng.standard_normal((4, 3)).astype(np.float32)
+    w.op("FULLY_CONNECTED", [x, w.constant("weight", weight), w.constant("bias", np.ones(4, np.float32))], [y],
+         "FullyConnectedOptions", KeepNumDims=True)
+    path = tmp_path / "dense.tflite"
+    path.write_bytes(w.finish([x], [y]))
+    imported = import_tflite(path)
+    tvm.ir.assert_structural_equal(imported.mod, ExpectedDense)
+    np.testing.assert_array_equal(imported.params[0], weight.T)
+    data = rng.standard_normal((1, 5, 3)).astype(np.float32)
+    np.testing.assert_allclose(_compile(imported)(data), _litert_run(path, data), atol=1e-5)
+
+
 def _single_op_model(path, op="ADD", shape=(1, 4), signature=None, dtype="float32", n_inputs=1, unary=False,
                      **options):
     """A model of one ``op`` on its ``n_inputs`` inputs (plus a ones constant when binary on one input)."""
