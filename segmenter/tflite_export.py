@@ -29,8 +29,8 @@ from common.paths import MODEL_DIR
 from frontend.tflite_writer import TFLiteWriter
 
 TFLITE_PATH = MODEL_DIR / "segmenter.tflite"
-_NO_ACTIVATION = 0  # ActivationFunctionType.NONE
 _PADDING_VALID = 1  # Padding.VALID in the TFLite schema
+# Options tables left out of an op keep their schema defaults (e.g. no fused activation).
 
 
 class _Ref(int):
@@ -125,7 +125,6 @@ class _AtenToTFLite:
     def conv2d(self, node, x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
         if groups != 1 or any(padding) or any(d != 1 for d in dilation) or not isinstance(weight, np.ndarray):
             raise UserError(f"{node.name}: only constant-weight conv2d with groups=1, padding=0, dilation=1 exports")
-        n, c, h, w_ = self.w.shape_of(x)
         out_shape = self._shape(node)
         nhwc = self._transpose_to(x, (0, 2, 3, 1), f"{node.name}_nhwc")
         bias = np.zeros(weight.shape[0], np.float32) if bias is None else bias
@@ -133,14 +132,14 @@ class _AtenToTFLite:
                                      self.tensor(bias, f"{node.name}_bias")],
                          (out_shape[0], out_shape[2], out_shape[3], out_shape[1]), f"{node.name}_conv",
                          "Conv2DOptions", Padding=_PADDING_VALID, StrideH=stride[0], StrideW=stride[1],
-                         DilationHFactor=1, DilationWFactor=1, FusedActivationFunction=_NO_ACTIVATION)
+                         DilationHFactor=1, DilationWFactor=1)
         return self._transpose_to(conv, (0, 3, 1, 2), node.name)
 
     def linear(self, node, x, weight, bias=None):
         inputs = [self.tensor(x), self.tensor(weight, f"{node.name}_weight")]
         inputs.append(self.tensor(bias, f"{node.name}_bias") if bias is not None else -1)  # -1: no bias
         return self.emit("FULLY_CONNECTED", inputs, self._shape(node), node.name, "FullyConnectedOptions",
-                         KeepNumDims=True, FusedActivationFunction=_NO_ACTIVATION)
+                         KeepNumDims=True)
 
     def layer_norm(self, node, x, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
         if len(normalized_shape) != 1:
@@ -153,19 +152,17 @@ class _AtenToTFLite:
             return self.emit(op, inputs, out_shape, f"{node.name}_{suffix}", options_name, **options)
 
         mean = step("MEAN", [x, axis], reduced, "mean", "ReducerOptions", KeepDims=True)
-        centered = step("SUB", [x, mean], shape, "centered", "SubOptions", FusedActivationFunction=_NO_ACTIVATION)
-        square = step("MUL", [centered, centered], shape, "square", "MulOptions", FusedActivationFunction=_NO_ACTIVATION)
+        centered = step("SUB", [x, mean], shape, "centered", "SubOptions")
+        square = step("MUL", [centered, centered], shape, "square", "MulOptions")
         var = step("MEAN", [square, axis], reduced, "var", "ReducerOptions", KeepDims=True)
-        inv_std = step("RSQRT", [step("ADD", [var, self.tensor(np.float32(eps), f"{node.name}_eps")], reduced,
-                                      "var_eps", "AddOptions", FusedActivationFunction=_NO_ACTIVATION)],
-                       reduced, "rsqrt")
-        out = step("MUL", [centered, inv_std], shape, "normed", "MulOptions", FusedActivationFunction=_NO_ACTIVATION)
+        var_eps = step("ADD", [var, self.tensor(np.float32(eps), f"{node.name}_eps")], reduced, "var_eps",
+                       "AddOptions")
+        inv_std = step("RSQRT", [var_eps], reduced, "rsqrt")
+        out = step("MUL", [centered, inv_std], shape, "normed", "MulOptions")
         if weight is not None:
-            out = step("MUL", [out, self.tensor(weight, f"{node.name}_gamma")], shape, "scaled", "MulOptions",
-                       FusedActivationFunction=_NO_ACTIVATION)
+            out = step("MUL", [out, self.tensor(weight, f"{node.name}_gamma")], shape, "scaled", "MulOptions")
         if bias is not None:
-            out = self.emit("ADD", [out, self.tensor(bias, f"{node.name}_beta")], shape, node.name, "AddOptions",
-                            FusedActivationFunction=_NO_ACTIVATION)
+            out = self.emit("ADD", [out, self.tensor(bias, f"{node.name}_beta")], shape, node.name, "AddOptions")
         return out
 
     def gelu(self, node, x, approximate="none"):
@@ -186,8 +183,7 @@ class _AtenToTFLite:
         scalar = (int, float)  # a Python number argument, not a _Ref
         operands = [self.tensor(np.float32(v) if isinstance(v, scalar) and not isinstance(v, _Ref) else v,
                                 f"{node.name}_operand") for v in (a, b)]
-        return self.emit(op, operands, self._shape(node), node.name, f"{op.capitalize()}Options",
-                         FusedActivationFunction=_NO_ACTIVATION)
+        return self.emit(op, operands, self._shape(node), node.name, f"{op.capitalize()}Options")
 
     def reshape(self, node, x, *_):
         shape = self._shape(node)
@@ -234,7 +230,7 @@ class _AtenToTFLite:
     def cat(self, node, tensors, dim=0):
         shape = self._shape(node)
         return self.emit("CONCATENATION", [self.tensor(t, f"{node.name}_part") for t in tensors], shape, node.name,
-                         "ConcatenationOptions", Axis=dim % len(shape), FusedActivationFunction=_NO_ACTIVATION)
+                         "ConcatenationOptions", Axis=dim % len(shape))
 
     def expand(self, node, x, sizes, implicit=False):
         shape = self._shape(node)
