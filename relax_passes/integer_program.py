@@ -1,0 +1,340 @@
+"""The integer program: a list of integer op records holding their compile-time constants.
+
+Each record is one integer operation with a numpy ``reference`` and a Relax ``emit`` written side by
+side from the same constants, so the numpy interpreter (``Program.run``) and the Relax module
+(``Program.to_relax``) agree by construction — and ``tests/test_passes_bit_exact.py`` checks it.
+
+Values carry a :class:`QType`: integer dtype and real scale (``real = q * scale``; per tensor, or per
+channel for int32 accumulators before their requantization). Scales are float64 numbers used only
+here, at compile time; neither the reference nor the Relax module touches a float.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .requantize import DTYPE_RANGE, Dyadic, emit_requantize, requantize_reference
+
+
+@dataclass(frozen=True)
+class QType:
+    """Integer dtype, shape and real scale of a program value."""
+
+    dtype: str
+    shape: tuple
+    scale: np.ndarray  # float64; 0-d per tensor
+
+
+@dataclass
+class IntOp:
+    """One integer operation: ``out = op(*inputs)``; ``source`` is the float variable it stands for."""
+
+    out: str
+    inputs: tuple
+    qtype: QType
+    source: str = ""
+
+    def reference(self, *xs):
+        raise NotImplementedError
+
+    def emit(self, bb, *xs):
+        raise NotImplementedError
+
+    def constants(self) -> list:
+        """The integer arrays this op stores (weights, biases, multipliers, tables)."""
+        return []
+
+
+def _const(bb_value, dtype):
+    return relax.const(np.asarray(bb_value, dtype=dtype), dtype)
+
+
+@dataclass
+class ImageInput(IntOp):
+    """uint8 NHWC camera image -> int8 NCHW ``q = x - 128`` (the offset is folded into the first conv)."""
+
+    def reference(self, image):
+        return (image.astype(np.int16) - 128).astype(np.int8).transpose(0, 3, 1, 2)
+
+    def emit(self, bb, image):
+        wide = bb.emit(relax.op.astype(image, "int16"))
+        centred = bb.emit(relax.op.subtract(wide, _const(128, "int16")))
+        narrow = bb.emit(relax.op.astype(centred, "int8"))
+        return bb.emit(relax.op.permute_dims(narrow, [0, 3, 1, 2]))
+
+
+@dataclass
+class Conv2d(IntOp):
+    """int8 NCHW x int8 OIHW -> int32 (+ int32 bias) -> dyadic requantize per output channel."""
+
+    weight: np.ndarray = None  # int8 OIHW
+    bias: np.ndarray = None  # int32 (O,)
+    dyadic: Dyadic = None  # per channel, shaped (1, O, 1, 1)
+    strides: tuple = (1, 1)
+
+    def accumulate(self, x):
+        out_c, _, kh, kw = self.weight.shape
+        sh, sw = self.strides
+        n, _, h, w = x.shape
+        oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+        acc = np.zeros((n, out_c, oh, ow), dtype=np.int64)
+        for i in range(kh):
+            for j in range(kw):
+                window = x[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw].astype(np.int64)
+                acc += np.einsum("nchw,oc->nohw", window, self.weight[:, :, i, j].astype(np.int64))
+        return acc + self.bias.reshape(1, -1, 1, 1)
+
+    def reference(self, x):
+        return requantize_reference(self.accumulate(x), self.dyadic, self.qtype.dtype)
+
+    def emit(self, bb, x):
+        conv = bb.emit(relax.op.nn.conv2d(x, relax.const(self.weight), strides=self.strides, out_dtype="int32"))
+        acc = bb.emit(relax.op.add(conv, relax.const(self.bias.reshape(1, -1, 1, 1))))
+        return emit_requantize(bb, acc, self.dyadic, self.qtype.dtype)
+
+    def constants(self):
+        return [self.weight, self.bias, self.dyadic.multiplier, self.dyadic.shift]
+
+
+@dataclass
+class Dense(IntOp):
+    """int8 [..., K] x int8 [K, N] -> int32 (+ int32 bias) -> dyadic requantize per output column."""
+
+    weight: np.ndarray = None  # int8 [K, N]
+    bias: np.ndarray = None  # int32 (N,)
+    dyadic: Dyadic = None  # per column, shaped (N,)
+
+    def accumulate(self, x):
+        return x.astype(np.int64) @ self.weight.astype(np.int64) + self.bias
+
+    def reference(self, x):
+        return requantize_reference(self.accumulate(x), self.dyadic, self.qtype.dtype)
+
+    def emit(self, bb, x):
+        product = bb.emit(relax.op.matmul(x, relax.const(self.weight), out_dtype="int32"))
+        acc = bb.emit(relax.op.add(product, relax.const(self.bias)))
+        return emit_requantize(bb, acc, self.dyadic, self.qtype.dtype)
+
+    def constants(self):
+        return [self.weight, self.bias, self.dyadic.multiplier, self.dyadic.shift]
+
+
+@dataclass
+class Matmul(IntOp):
+    """8-bit x 8-bit activations -> int32 accumulator (batched matmul; scale = product of the scales).
+
+    Operands of different 8-bit types (uint8 probabilities x int8 values) are widened to int16 first.
+    """
+
+    def reference(self, a, b):
+        return (a.astype(np.int64) @ b.astype(np.int64)).astype(np.int32)
+
+    def emit(self, bb, a, b):
+        if a.ty.dtype != b.ty.dtype:
+            a, b = (bb.emit(relax.op.astype(v, "int16")) for v in (a, b))
+        return bb.emit(relax.op.matmul(a, b, out_dtype="int32"))
+
+
+@dataclass
+class Requantize(IntOp):
+    """Rescale to another scale and dtype with the shared dyadic helper."""
+
+    dyadic: Dyadic = None
+
+    def reference(self, x):
+        return requantize_reference(x, self.dyadic, self.qtype.dtype)
+
+    def emit(self, bb, x):
+        return emit_requantize(bb, x, self.dyadic, self.qtype.dtype)
+
+    def constants(self):
+        return [self.dyadic.multiplier, self.dyadic.shift]
+
+
+@dataclass
+class Add(IntOp):
+    """``clamp(rq(a) + rq(b) + c)``: each operand rescaled to the output scale in int32, summed, clamped.
+
+    ``c`` is an int32 constant (a quantized float addend, e.g. a position embedding) or 0.
+    """
+
+    dyadics: tuple = ()  # one per input
+    addend: np.ndarray = None  # int32, broadcast against the output
+
+    def reference(self, *xs):
+        acc = sum(requantize_reference(x, d, "int32").astype(np.int64) for x, d in zip(xs, self.dyadics))
+        lo, hi = DTYPE_RANGE[self.qtype.dtype]
+        return np.clip(acc + self.addend, lo, hi).astype(self.qtype.dtype)
+
+    def emit(self, bb, *xs):
+        terms = [emit_requantize(bb, x, d, "int32") for x, d in zip(xs, self.dyadics)]
+        acc = terms[0]
+        for term in terms[1:]:
+            acc = bb.emit(relax.op.add(acc, term))
+        acc = bb.emit(relax.op.add(acc, relax.const(self.addend)))
+        lo, hi = DTYPE_RANGE[self.qtype.dtype]
+        return bb.emit(relax.op.astype(bb.emit(relax.op.clip(acc, lo, hi)), self.qtype.dtype))
+
+    def constants(self):
+        return [self.addend] + [a for d in self.dyadics for a in (d.multiplier, d.shift)]
+
+
+@dataclass
+class Constant(IntOp):
+    """A quantized constant tensor (e.g. class embeddings joining the token sequence)."""
+
+    value: np.ndarray = None
+
+    def reference(self):
+        return self.value
+
+    def emit(self, bb):
+        return relax.const(self.value)
+
+    def constants(self):
+        return [self.value]
+
+
+@dataclass
+class Concat(IntOp):
+    """Concatenation of values that share one QType."""
+
+    axis: int = 0
+
+    def reference(self, *xs):
+        return np.concatenate(xs, axis=self.axis)
+
+    def emit(self, bb, *xs):
+        return bb.emit(relax.op.concat(xs, axis=self.axis))
+
+
+@dataclass
+class Reshape(IntOp):
+    def reference(self, x):
+        return x.reshape(self.qtype.shape)
+
+    def emit(self, bb, x):
+        return bb.emit(relax.op.reshape(x, self.qtype.shape))
+
+
+@dataclass
+class PermuteDims(IntOp):
+    axes: tuple = ()
+
+    def reference(self, x):
+        return x.transpose(self.axes)
+
+    def emit(self, bb, x):
+        return bb.emit(relax.op.permute_dims(x, list(self.axes)))
+
+
+@dataclass
+class Take(IntOp):
+    """Gather along one axis with compile-time int64 indices (scalar index drops the axis)."""
+
+    indices: np.ndarray = None
+    axis: int = 0
+
+    def reference(self, x):
+        return np.take(x, self.indices, axis=self.axis)
+
+    def emit(self, bb, x):
+        return bb.emit(relax.op.take(x, relax.const(self.indices, "int64"), axis=self.axis))
+
+    def constants(self):
+        return [self.indices]
+
+
+@dataclass
+class StridedSlice(IntOp):
+    axis: int = 0
+    begin: int = 0
+    end: int = 0
+
+    def reference(self, x):
+        index = [slice(None)] * x.ndim
+        index[self.axis] = slice(self.begin, self.end)
+        return x[tuple(index)]
+
+    def emit(self, bb, x):
+        return bb.emit(relax.op.strided_slice(x, [self.axis], [self.begin], [self.end]))
+
+
+@dataclass
+class BroadcastTo(IntOp):
+    def reference(self, x):
+        return np.broadcast_to(x, self.qtype.shape)
+
+    def emit(self, bb, x):
+        return bb.emit(relax.op.broadcast_to(x, self.qtype.shape))
+
+
+@dataclass
+class ArgMax(IntOp):
+    """Index of the largest value along ``axis`` (first one on ties) as uint8: the class map."""
+
+    axis: int = 1
+
+    def reference(self, x):
+        return np.argmax(x, axis=self.axis).astype(np.uint8)
+
+    def emit(self, bb, x):
+        return bb.emit(relax.op.astype(bb.emit(relax.op.argmax(x, axis=self.axis)), "uint8"))
+
+
+@dataclass
+class NonLinear(IntOp):
+    """An integer non-linear op from ``relax_passes.intops``: ``reference(q, params)``, ``emit(bb, q, params)``."""
+
+    kind: str = ""  # "layer_norm" | "softmax" | "gelu"
+    params: object = None
+    reference_fn: object = None
+    emit_fn: object = None
+
+    def reference(self, x):
+        return self.reference_fn(x, self.params)
+
+    def emit(self, bb, x):
+        return self.emit_fn(bb, x, self.params)
+
+    def constants(self):
+        values = self.params.__dict__.values() if hasattr(self.params, "__dict__") else []
+        return [np.asarray(v) for v in values if isinstance(v, (np.ndarray, np.integer, int))]
+
+
+@dataclass
+class Program:
+    """An integer program: ops in execution order; ``input`` names the image, ``output`` the class map."""
+
+    ops: list = field(default_factory=list)
+    input: str = "image"
+    input_shape: tuple = ()
+    output: str = ""
+
+    def run(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """numpy reference: every value of the program (by name) for one uint8 image."""
+        values = {self.input: np.asarray(image)}
+        for op in self.ops:
+            values[op.out] = op.reference(*(values[name] for name in op.inputs))
+        return values
+
+    def to_relax(self, *, debug: bool = False) -> tvm.IRModule:
+        """The integer Relax module; ``debug=True`` returns every op's value in program order instead."""
+        bb = relax.BlockBuilder()
+        image = relax.Var(self.input, relax.TensorType(self.input_shape, "uint8"))
+        with bb.function("main", [image]):
+            with bb.dataflow():
+                values = {self.input: image}
+                for op in self.ops:
+                    values[op.out] = op.emit(bb, *(values[name] for name in op.inputs))
+                if debug:
+                    result = bb.emit_output(relax.Tuple([values[op.out] for op in self.ops]))
+                else:
+                    result = bb.emit_output(values[self.output])
+            bb.emit_func_output(result)
+        return bb.get()
+
+    def weight_bytes(self) -> int:
+        """Bytes of every integer constant the program stores."""
+        return int(sum(np.asarray(c).nbytes for op in self.ops for c in op.constants()))

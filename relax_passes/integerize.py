@@ -1,0 +1,379 @@
+"""Integerize: walk a float Relax ``main`` and write the equivalent integer program.
+
+Scale propagation over the float graph (weights bound as constants, input normalisation already
+folded into the first convolution by :mod:`fold_input_normalization`):
+
+* ``conv2d`` / ``matmul`` with a constant weight, and the constant bias adds that follow them, become
+  one :class:`Conv2d` / :class:`Dense`: int8 x int8 weights (per output channel) -> int32 + int32 bias
+  -> dyadic requantize to int8, or to int16 where the value feeds the residual stream (an ``add`` of
+  two activations, a LayerNorm or a concatenation).
+* ``matmul`` of two activations -> :class:`Matmul` (int32 accumulator, requantized on first use);
+  ``multiply`` by a positive scalar only changes the scale (no integer op).
+* ``add`` (two activations, or one and a constant) -> :class:`Add` in int32, clamped to int16.
+* ``nn.layer_norm`` / ``nn.softmax`` / ``nn.gelu`` -> the integer ops of ``relax_passes.intops``.
+* Shape ops (reshape, permute_dims, take, strided_slice, broadcast_to, concat) pass scales through;
+  nearest ``image.resize2d`` becomes two integer gathers.
+* The model's logits become a uint8 class map: ``argmax`` over channels, taken before the nearest
+  upsampling when the logits are upsampled (a gather commutes with argmax: same result, 16x cheaper).
+
+Every scale comes from the calibration statistics of the float variable the value stands for.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from common.errors import UserError
+
+from . import integer_program as ip
+from . import nonlinear
+from .calibrate import Calibration
+from .requantize import DTYPE_RANGE, Dyadic
+
+SHAPE_OPS = ("relax.reshape", "relax.permute_dims", "relax.take", "relax.strided_slice", "relax.broadcast_to",
+             "relax.squeeze", "relax.expand_dims")
+WIDE_CONSUMERS = ("relax.nn.layer_norm", "relax.concat")
+WEIGHT_QMAX = 127
+
+
+@dataclass(frozen=True)
+class IntValue:
+    """A program value standing for float variable ``source``; ``real = (q + zero_point) * scale``."""
+
+    name: str
+    qtype: ip.QType
+    source: str
+    zero_point: int = 0
+
+
+def qmax(dtype: str) -> int:
+    return DTYPE_RANGE[dtype][1]
+
+
+def quantize_weight(weight: np.ndarray, channel_axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output channel: ``(q int8, scale float64 per channel)``."""
+    others = tuple(a for a in range(weight.ndim) if a != channel_axis % weight.ndim)
+    top = np.max(np.abs(weight.astype(np.float64)), axis=others)
+    scale = np.where(top > 0, top / WEIGHT_QMAX, 1.0)
+    shape = [1] * weight.ndim
+    shape[channel_axis] = -1
+    q = np.clip(np.round(weight / scale.reshape(shape)), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
+    return q, scale
+
+
+def quantize_bias(bias: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    q = np.round(bias.astype(np.float64) / scale)
+    if np.any(np.abs(q) >= 2**31):
+        raise UserError("a bias does not fit int32 at its accumulator scale; recalibrate on a more typical image")
+    return q.astype(np.int32)
+
+
+def _ints(expr) -> list[int]:
+    return [int(v.value) for v in expr.fields] if isinstance(expr, relax.Tuple) else [int(v) for v in expr]
+
+
+class Integerizer:
+    """Builds an :class:`integer_program.Program` from a float ``main`` and its calibration."""
+
+    def __init__(self, func: relax.Function, calibration: Calibration, *, observer="minmax", gelu="lambda_shift"):
+        self.calibration = calibration
+        self.observer = observer
+        self.gelu = gelu
+        self.bindings = [b for block in func.body.blocks for b in block.bindings]
+        self.output_name = func.body.body.name if isinstance(func.body.body, relax.Var) else None
+        self.users: dict[str, list] = {}
+        for binding in self.bindings:
+            for arg in self._var_args(binding.value):
+                self.users.setdefault(arg.name, []).append(binding)
+        image = func.params[0]
+        shape = tuple(int(d) for d in image.ty.shape)
+        if len(shape) != 4 or shape[0] != 1:
+            raise UserError(f"the model input must be one NCHW image [1,C,H,W], got {list(shape)}")
+        self.program = ip.Program(input="image", input_shape=(1, shape[2], shape[3], shape[1]))
+        self.values: dict[str, object] = {}  # float var name -> IntValue | np.ndarray (float constant)
+        self.fused: set[str] = set()
+        self.counter = 0
+        self.values[image.name] = self._add(ip.ImageInput, (self.program.input,), "int8", shape, 1.0,
+                                            source=image.name, zero_point=128)
+
+    # ---- helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def _var_args(expr):
+        if not isinstance(expr, relax.Call):
+            return []
+        out = []
+        for arg in expr.args:
+            fields = arg.fields if isinstance(arg, relax.Tuple) else [arg]
+            out += [f for f in fields if isinstance(f, relax.Var)]
+        return out
+
+    def _add(self, cls, inputs, dtype, shape, scale, *, source, zero_point=0, **fields) -> IntValue:
+        self.counter += 1
+        name = f"{cls.__name__.lower()}_{self.counter}"
+        qtype = ip.QType(dtype, tuple(int(d) for d in shape), np.asarray(scale, dtype=np.float64))
+        inputs = tuple(v.name if isinstance(v, IntValue) else v for v in inputs)
+        self.program.ops.append(cls(out=name, inputs=inputs, qtype=qtype, source=source, **fields))
+        return IntValue(name, qtype, source, zero_point)
+
+    def scale_of(self, source: str, dtype: str) -> float:
+        return self.calibration.clip(source, qmax(dtype), self.observer) / qmax(dtype)
+
+    def wanted_dtype(self, name: str) -> str:
+        """int16 when the value (through shape ops) feeds the residual stream, else int8."""
+        for user in self.users.get(name, []):
+            op = user.value.op.name
+            if op in WIDE_CONSUMERS:
+                return "int16"
+            if op == "relax.add" and all(isinstance(a, relax.Var) for a in user.value.args):
+                return "int16"
+            if op in SHAPE_OPS + ("relax.add", "relax.multiply") and self.wanted_dtype(user.var.name) == "int16":
+                return "int16"
+        return "int8"
+
+    def as_dtype(self, value: IntValue, dtype: str) -> IntValue:
+        """``value`` requantized to ``dtype`` (at its calibrated scale), unless it already is."""
+        if value.qtype.dtype == dtype:
+            return value
+        scale = self.scale_of(value.source, dtype)
+        return self._add(ip.Requantize, (value,), dtype, value.qtype.shape, scale, source=value.source,
+                         dyadic=Dyadic.from_ratio(value.qtype.scale / scale))
+
+    def const_of(self, expr):
+        if isinstance(expr, tvm.ir.Constant):
+            return expr.value.numpy()
+        value = self.values.get(expr.name) if isinstance(expr, relax.Var) else None
+        return value if isinstance(value, np.ndarray) else None
+
+    def _fuse_bias(self, var, channel_axis, channels):
+        """Follow sole-user ``add``s of constants broadcasting along ``channel_axis``; sum them."""
+        bias = np.zeros(channels)
+        while True:
+            users = self.users.get(var.name, [])
+            if len(users) != 1 or users[0].value.op.name != "relax.add":
+                return var, bias
+            lhs, rhs = users[0].value.args
+            const = self.const_of(rhs if lhs.same_as(var) else lhs)
+            if const is None or const.size != channels or const.shape[channel_axis] != channels:
+                return var, bias
+            bias = bias + const.reshape(-1)
+            self.fused.add(users[0].var.name)
+            var = users[0].var
+
+    # ---- the walk ------------------------------------------------------------------------------
+    def run(self) -> ip.Program:
+        for binding in self.bindings:
+            if binding.var.name in self.fused:
+                continue
+            call = binding.value
+            if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op)):
+                raise UserError(f"{binding.var.name}: unsupported binding {type(call).__name__}; "
+                                "integerize expects a canonical frontend module (frontend.load)")
+            result = self.visit(binding.var, call)
+            if result is not None:
+                self.values[binding.var.name] = result
+        out = self.values.get(self.output_name)
+        if not isinstance(out, IntValue):
+            raise UserError("the model output is not computed from the image; nothing to integerize")
+        if self.program.output == "":
+            out = self._classes(out)
+            self.program.output = out.name
+        return self.program
+
+    def visit(self, var, call):
+        name = call.op.name
+        args = call.args
+        if name in SHAPE_OPS:
+            x = self.const_of(args[0])
+            return self._shape_op(var, call, x, const=True) if x is not None \
+                else self._shape_op(var, call, self.values[args[0].name])
+        ints = [self.values.get(a.name) for a in self._var_args(call)]
+        handler = {
+            "relax.nn.conv2d": self._conv2d, "relax.matmul": self._matmul, "relax.add": self._add_op,
+            "relax.multiply": self._multiply, "relax.concat": self._concat, "relax.image.resize2d": self._resize,
+            "relax.nn.layer_norm": self._nonlinear, "relax.nn.softmax": self._nonlinear,
+            "relax.nn.gelu": self._nonlinear, "relax.nn.gelu_tanh": self._nonlinear,
+        }.get(name)
+        if handler is None or not any(isinstance(v, IntValue) for v in ints):
+            raise UserError(f"{var.name}: operator {name} is not supported by the integer rewrite "
+                            f"(supported: conv2d, matmul, add, multiply by a scalar, layer_norm, softmax, gelu, "
+                            f"concat, nearest resize2d and shape ops)")
+        return handler(var, call)
+
+    def _conv2d(self, var, call):
+        x, weight = self.values[call.args[0].name], self.const_of(call.args[1])
+        attrs = call.attrs
+        if weight is None or any(int(p) for p in attrs.padding) or int(attrs.groups) != 1 \
+                or any(int(d) != 1 for d in attrs.dilation) or attrs.data_layout != "NCHW":
+            raise UserError(f"{var.name}: only NCHW conv2d with a constant weight, no padding, groups=1 and "
+                            "dilation 1 is supported")
+        x = self.as_dtype(x, "int8")
+        q, w_scale = quantize_weight(weight, 0)
+        last, bias = self._fuse_bias(var, 1, weight.shape[0])
+        acc_scale = x.qtype.scale * w_scale
+        bias_q = quantize_bias(bias, acc_scale).astype(np.int64) + x.zero_point * q.astype(np.int64).sum((1, 2, 3))
+        dtype = self.wanted_dtype(last.name)
+        out_scale = self.scale_of(last.name, dtype)
+        value = self._add(ip.Conv2d, (x,), dtype, var.ty.shape, out_scale, source=last.name,
+                          weight=q, bias=bias_q.astype(np.int32), strides=tuple(int(s) for s in attrs.strides),
+                          dyadic=Dyadic.from_ratio((acc_scale / out_scale).reshape(1, -1, 1, 1)))
+        self.values[last.name] = value
+        return value
+
+    def _matmul(self, var, call):
+        a, b = call.args
+        weight = self.const_of(b)
+        if weight is not None:
+            if weight.ndim != 2:
+                raise UserError(f"{var.name}: matmul with a constant of rank {weight.ndim}; only [K,N] weights")
+            x = self.as_dtype(self.values[a.name], "int8")
+            q, w_scale = quantize_weight(weight, 1)
+            last, bias = self._fuse_bias(var, -1, weight.shape[1])
+            acc_scale = x.qtype.scale * w_scale
+            dtype = self.wanted_dtype(last.name)
+            out_scale = self.scale_of(last.name, dtype)
+            value = self._add(ip.Dense, (x,), dtype, var.ty.shape, out_scale, source=last.name, weight=q,
+                              bias=quantize_bias(bias, acc_scale), dyadic=Dyadic.from_ratio(acc_scale / out_scale))
+            self.values[last.name] = value
+            return value
+        lhs, rhs = (self.values[v.name] for v in (a, b))
+        lhs, rhs = (v if v.qtype.dtype in ("int8", "uint8") else self.as_dtype(v, "int8") for v in (lhs, rhs))
+        return self._add(ip.Matmul, (lhs, rhs), "int32", var.ty.shape, lhs.qtype.scale * rhs.qtype.scale,
+                         source=var.name)
+
+    def _multiply(self, var, call):
+        a, b = call.args
+        x, c = (self.values.get(a.name), self.const_of(b)) if isinstance(a, relax.Var) else (None, None)
+        if not isinstance(x, IntValue):
+            x, c = self.values.get(getattr(b, "name", "")), self.const_of(a)
+        if c is None or c.size != 1 or float(c.reshape(-1)[0]) <= 0:
+            raise UserError(f"{var.name}: only multiplication by a positive scalar constant is supported")
+        return IntValue(x.name, ip.QType(x.qtype.dtype, x.qtype.shape, x.qtype.scale * float(c.reshape(-1)[0])),
+                        var.name, x.zero_point)
+
+    def _add_op(self, var, call):
+        operands = [self.values.get(a.name) if isinstance(a, relax.Var) else None for a in call.args]
+        ints = [v for v in operands if isinstance(v, IntValue)]
+        consts = [self.const_of(a) for a in call.args if self.const_of(a) is not None]
+        dtype = self.wanted_dtype(var.name)
+        out_scale = self.scale_of(var.name, dtype)
+        ints = [v if v.qtype.dtype != "int32" else self.as_dtype(v, "int16") for v in ints]
+        addend = np.zeros((), dtype=np.int32)
+        if consts:
+            addend = np.clip(np.round(consts[0] / out_scale), -2**31, 2**31 - 1).astype(np.int32)
+        return self._add(ip.Add, tuple(ints), dtype, var.ty.shape, out_scale, source=var.name,
+                         dyadics=tuple(Dyadic.from_ratio(v.qtype.scale / out_scale) for v in ints), addend=addend)
+
+    def _concat(self, var, call):
+        dtype = self.wanted_dtype(var.name)
+        out_scale = self.scale_of(var.name, dtype)
+        parts = []
+        for field in call.args[0].fields:
+            const = self.const_of(field)
+            if const is not None:
+                lo, hi = DTYPE_RANGE[dtype]
+                q = np.clip(np.round(const / out_scale), lo, hi).astype(dtype)
+                parts.append(self._add(ip.Constant, (), dtype, q.shape, out_scale, source=var.name, value=q))
+                continue
+            value = self.values[field.name]
+            if value.qtype.dtype != dtype or value.qtype.scale != out_scale:
+                value = self._add(ip.Requantize, (value,), dtype, value.qtype.shape, out_scale, source=var.name,
+                                  dyadic=Dyadic.from_ratio(value.qtype.scale / out_scale))
+            parts.append(value)
+        return self._add(ip.Concat, tuple(parts), dtype, var.ty.shape, out_scale, source=var.name,
+                         axis=int(call.attrs.axis))
+
+    def _shape_op(self, var, call, x, const=False):
+        """Shape ops on activations become program ops; on constants they are evaluated here."""
+        name = call.op.name
+        shape = tuple(int(d) for d in var.ty.shape)
+        in_shape = x.shape if const else x.qtype.shape
+        if name in ("relax.reshape", "relax.squeeze", "relax.expand_dims", "relax.broadcast_to") and shape == in_shape:
+            return x
+        if name in ("relax.reshape", "relax.squeeze", "relax.expand_dims"):
+            cls, fields = ip.Reshape, {}
+        elif name == "relax.broadcast_to":
+            cls, fields = ip.BroadcastTo, {}
+        elif name == "relax.permute_dims":
+            axes = call.attrs.axes
+            cls, fields = ip.PermuteDims, {"axes": tuple(int(a) for a in axes) if axes is not None
+                                           else tuple(range(len(shape)))[::-1]}
+        elif name == "relax.take":
+            indices = self.const_of(call.args[1])
+            if indices is None:
+                raise UserError(f"{var.name}: take with computed indices is not supported")
+            cls, fields = ip.Take, {"indices": indices.astype(np.int64), "axis": int(call.attrs.axis) % len(in_shape)}
+        else:  # strided_slice
+            axes, begin, end = (_ints(a) for a in call.args[1:4])
+            strides = _ints(call.args[4]) if len(call.args) > 4 else [1]
+            if len(axes) != 1 or strides != [1]:
+                raise UserError(f"{var.name}: only single-axis unit-stride strided_slice is supported")
+            axis = axes[0] % len(in_shape)
+            cls, fields = ip.StridedSlice, {"axis": axis, "begin": begin[0], "end": min(end[0], in_shape[axis])}
+        if const:
+            qtype = ip.QType("float32", shape, np.asarray(1.0))
+            return cls(out="", inputs=(), qtype=qtype, **fields).reference(x)
+        return self._add(cls, (x,), x.qtype.dtype, shape, x.qtype.scale, source=var.name,
+                         zero_point=x.zero_point, **fields)
+
+    def _resize(self, var, call):
+        attrs = call.attrs
+        if attrs.method != "nearest_neighbor" or attrs.layout != "NCHW":
+            raise UserError(f"{var.name}: only nearest-neighbour NCHW resize2d is supported (I-Segmenter uses nearest)")
+        x = self.values[call.args[0].name]
+        out_hw = tuple(int(d) for d in list(var.ty.shape)[2:])
+        indices = [nearest_indices(n_in, n_out, attrs.coordinate_transformation_mode, attrs.rounding_method)
+                   for n_in, n_out in zip(x.qtype.shape[2:], out_hw)]
+        first_axis = 2
+        if var.name == self.output_name:  # argmax at the low resolution, then gather the class map
+            x = self._classes(x)
+            first_axis = 1
+        for offset, index in enumerate(indices):
+            shape = list(x.qtype.shape)
+            shape[first_axis + offset] = len(index)
+            x = self._add(ip.Take, (x,), x.qtype.dtype, shape, x.qtype.scale, source=var.name,
+                          indices=index, axis=first_axis + offset)
+        if var.name == self.output_name:
+            self.program.output = x.name
+        return x
+
+    def _classes(self, logits: IntValue) -> IntValue:
+        shape = logits.qtype.shape[:1] + logits.qtype.shape[2:]
+        return self._add(ip.ArgMax, (logits,), "uint8", shape, 1.0, source=logits.source, axis=1)
+
+    def _nonlinear(self, var, call):
+        x = self.values[call.args[0].name]
+        op = nonlinear.lower(self, var, call, x)
+        return op
+
+
+def nearest_indices(n_in: int, n_out: int, mode: str, rounding: str) -> np.ndarray:
+    """Source index of each output index of a nearest-neighbour resize (TVM's resize2d semantics)."""
+    dst = np.arange(n_out, dtype=np.float64)
+    ratio = n_in / n_out
+    if mode == "half_pixel":
+        src = (dst + 0.5) * ratio - 0.5
+    elif mode == "asymmetric":
+        src = dst * ratio
+    elif mode == "align_corners":
+        src = dst * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+    else:
+        raise UserError(f"resize2d coordinate mode {mode!r} is not supported")
+    if rounding in ("round", ""):
+        index = np.where(src >= 0, np.floor(src + 0.5), np.ceil(src - 0.5))
+    elif rounding == "round_prefer_floor":
+        index = np.ceil(src - 0.5)
+    elif rounding == "round_prefer_ceil":
+        index = np.floor(src + 0.5)
+    elif rounding == "floor":
+        index = np.floor(src)
+    elif rounding == "ceil":
+        index = np.ceil(src)
+    else:
+        raise UserError(f"resize2d rounding method {rounding!r} is not supported")
+    return np.clip(index, 0, n_in - 1).astype(np.int64)
+
+
+def integerize(func: relax.Function, calibration: Calibration, **options) -> ip.Program:
+    """The integer program equivalent to the float ``func`` under ``calibration``."""
+    return Integerizer(func, calibration, **options).run()
