@@ -37,7 +37,8 @@ int semihost_call(int op, const void *arg)
     return r0;
 }
 
-void reset_handler(void)
+/* The copy loops must stay loops: as memcpy/memset calls they would need a C library. */
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) void reset_handler(void)
 {
     for (uint32_t *src = __data_load, *dst = __data_start; dst < __data_end;) {
         *dst++ = *src++;
