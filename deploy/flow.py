@@ -49,9 +49,10 @@ def check_memory(program: StaticProgram, plan: ArenaPlan, board: Board) -> dict:
     """Weights must fit in flash, arena + stack in RAM: one-line error with how much is over."""
     weights = sum(program.tensors[i].nbytes for i in program.tensors_of_kind("const"))
     ram = plan.size + board.stack_size
-    if weights > board.flash.size:
+    room = board.weights_region.size
+    if weights > room:
         raise UserError(f"model too big for {board.name}: weights need {weights / KIB:.1f} KiB of flash, the board "
-                        f"has {board.flash.size / KIB:.0f} KiB ({(weights - board.flash.size) / KIB:.1f} KiB over); "
+                        f"has {room / KIB:.0f} KiB ({(weights - room) / KIB:.1f} KiB over); "
                         "use a smaller model or a board with more flash")
     if ram > board.ram.size:
         raise UserError(f"model too big for {board.name}: arena {plan.size / KIB:.1f} KiB + stack "

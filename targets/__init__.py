@@ -36,9 +36,15 @@ class Board:
     fp_test_cflags: tuple[str, ...]  # flags that DO emit FP instructions (fault-handler test only)
     qemu: str
     qemu_args: tuple[str, ...]
-    flash: Region  # code + weights (read-only)
+    flash: Region  # code (+ weights unless ``weights`` is set)
     ram: Region  # data, bss, arena, stack
+    weights: Region | None = None  # separate read-only memory for .rodata (e.g. XIP QSPI flash)
     stack_size: int = 64 * KIB
+
+    @property
+    def weights_region(self) -> Region:
+        """Where the weights (``.rodata``) live."""
+        return self.weights or self.flash
 
     @property
     def tool_prefix(self) -> str:
@@ -60,7 +66,7 @@ BOARDS: dict[str, Board] = {
     for board in [
         Board(
             name="cortex-m55",
-            description="Arm Cortex-M55, MPS3 AN547 (ITCM code, DTCM data)",
+            description="Arm Cortex-M55, MPS3 AN547 (ITCM code, QSPI weights, DTCM data)",
             arch="arm",
             cc="arm-none-eabi-gcc",
             cflags=("-mcpu=cortex-m55+nofp+nomve", "-mfloat-abi=soft", "-mthumb"),
@@ -69,6 +75,7 @@ BOARDS: dict[str, Board] = {
             qemu_args=("-M", "mps3-an547"),
             flash=Region(0x00000000, 512 * KIB),
             ram=Region(0x20000000, 512 * KIB),
+            weights=Region(0x28000000, 8 * MIB),
         ),
         Board(
             name="cortex-m4",
@@ -133,12 +140,13 @@ def get_board(name: str) -> Board:
 
 def describe_boards() -> str:
     """The table printed by ``python -m deploy.build --list-targets``."""
-    header = f"{'target':<12} {'compiler':<24} {'qemu machine':<14} {'flash':>16} {'ram':>16}  description"
+    def region(r: Region) -> str:
+        return f"{r.size // KIB:>5} KiB@{r.origin:08x}"
+
+    header = (f"{'target':<11} {'compiler':<24} {'qemu machine':<12} {'code':>17} {'weights':>17} {'ram':>17}"
+              "  description")
     rows = [header]
     for b in BOARDS.values():
-        rows.append(
-            f"{b.name:<12} {b.cc:<24} {b.qemu_args[1]:<14} "
-            f"{b.flash.size // KIB:>6} KiB@{b.flash.origin:08x} {b.ram.size // KIB:>6} KiB@{b.ram.origin:08x}"
-            f"  {b.description}"
-        )
+        rows.append(f"{b.name:<11} {b.cc:<24} {b.qemu_args[1]:<12} {region(b.flash)} {region(b.weights_region)} "
+                    f"{region(b.ram)}  {b.description}")
     return "\n".join(rows)

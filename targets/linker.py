@@ -2,11 +2,11 @@
 from targets import Board
 
 _TEMPLATE = """\
-/* Generated for {name}: code and weights in FLASH, data/bss/arena/stack in RAM. */
+/* Generated for {name}: code in FLASH, weights in {weights}, data/bss/arena/stack in RAM. */
 MEMORY
 {{
   FLASH (rx) : ORIGIN = 0x{flash_origin:08x}, LENGTH = 0x{flash_size:x}
-  RAM (rwx)  : ORIGIN = 0x{ram_origin:08x}, LENGTH = 0x{ram_size:x}
+{weights_region}  RAM (rwx)  : ORIGIN = 0x{ram_origin:08x}, LENGTH = 0x{ram_size:x}
 }}
 ENTRY({entry})
 SECTIONS
@@ -20,7 +20,7 @@ SECTIONS
   .rodata : {{
     *(.rodata .rodata.* .srodata .srodata.*)
     . = ALIGN(8);
-  }} > FLASH
+  }} > {weights}
   .data : {{
     __data_start = .;
     *(.data .data.* .sdata .sdata.*)
@@ -47,7 +47,10 @@ SECTIONS
 
 def linker_script(board: Board) -> str:
     """The GNU ld script for ``board``; overflowing FLASH or RAM fails the link with ld's message."""
+    weights = board.weights
     return _TEMPLATE.format(
+        weights="WEIGHTS" if weights else "FLASH",
+        weights_region=f"  WEIGHTS (r) : ORIGIN = 0x{weights.origin:08x}, LENGTH = 0x{weights.size:x}\n" if weights else "",
         name=board.name,
         flash_origin=board.flash.origin,
         flash_size=board.flash.size,

@@ -25,6 +25,9 @@ def test_linker_script_uses_board_regions(name):
     script = linker_script(board)
     assert f"ORIGIN = 0x{board.flash.origin:08x}, LENGTH = 0x{board.flash.size:x}" in script
     assert f"ORIGIN = 0x{board.ram.origin:08x}, LENGTH = 0x{board.ram.size:x}" in script
+    weights = board.weights_region
+    assert f"ORIGIN = 0x{weights.origin:08x}, LENGTH = 0x{weights.size:x}" in script
+    assert ("} > WEIGHTS" in script) == (board.weights is not None)
     assert all(path.is_file() for path in board.startup_sources)
 
 
