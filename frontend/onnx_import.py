@@ -33,6 +33,7 @@ def import_onnx(path: Path, input_shape: tuple[int, ...] | None = None) -> Impor
             f"{path}: unsupported ONNX op(s) {', '.join(unsupported + foreign)}; "
             f"supported: {', '.join(sorted(SUPPORTED_ONNX_OPS))}"
         )
+    _check_attributes(model, path)
     name, shape, dtype = _input_spec(model, path, input_shape)
     try:
         mod = from_onnx(model, shape_dict={name: list(shape)}, keep_params_in_input=True)
@@ -49,6 +50,18 @@ def import_onnx(path: Path, input_shape: tuple[int, ...] | None = None) -> Impor
         source_path=str(path),
         notes={"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)},
     )
+
+
+def _check_attributes(model: onnx.ModelProto, path: Path) -> None:
+    """Refuse claimed ops used in ways the frontend does not support."""
+    for node in model.graph.node:
+        where = f"{path}: ONNX node '{node.name or node.op_type}'"
+        if node.op_type == "Resize":
+            mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "nearest")
+            if mode != "nearest":
+                raise UserError(f"{where} uses Resize mode '{mode}'; only mode 'nearest' is supported (export with nearest upsampling)")
+        if node.op_type == "LayerNormalization" and any(node.output[1:]):
+            raise UserError(f"{where} uses LayerNormalization's Mean/InvStdDev outputs; only output Y is supported")
 
 
 def _input_spec(model: onnx.ModelProto, path: Path, override: tuple[int, ...] | None):
