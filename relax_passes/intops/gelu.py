@@ -125,16 +125,17 @@ def _params(input_scale: float, output_scale: float, variant: str, slope: float,
                       Dyadic.from_ratio(internal_scale * 2.0**-GATE_BITS / output_scale))
 
 
-def gelu_bounds(params: GeluParams) -> dict[str, tuple[int, str]]:
-    """Worst-case magnitude of every intermediate for any int32 input, with the dtype holding it."""
-    bounds = {"internal": (2**15, "int16"), "gate": (2**GATE_BITS, "int32"),
-              "product": (2**15 * 2**GATE_BITS, "int32")}
+def gelu_bounds(params: GeluParams) -> dict[str, tuple[int, int, str]]:
+    """``{intermediate: (lowest, highest, dtype)}`` over every int8/int32 input."""
+    gate_one = 1 << GATE_BITS
+    bounds = {"internal": (-(2**15), 2**15 - 1, "int16"), "gate": (0, gate_one, "int32"),
+              "product": (-(2**15) * gate_one, (2**15 - 1) * gate_one, "int32")}
     if isinstance(params.gate, ShiftGate):
-        exp_max = 2**EXP_MANTISSA_BITS
-        bounds.update(log2_domain=(_LOG2_CLIP, "int32"), exp=(exp_max, "int32"),
-                      sigmoid_numerator=(exp_max * 2**GATE_BITS + exp_max, "int32"))
+        exp_max = 1 << EXP_MANTISSA_BITS
+        bounds.update(log2_domain=(-_LOG2_CLIP, _LOG2_CLIP, "int32"), exp=(0, exp_max, "int32"),
+                      sigmoid_numerator=(exp_max // 2, exp_max * gate_one + exp_max, "int32"))
     else:
-        bounds.update(erf_argument=(2**15, "int16"), erf_square=(ERF_KNEE**2, "int32"))
+        bounds.update(erf_argument=(-(2**15), 2**15 - 1, "int16"), erf_square=(0, ERF_KNEE**2, "int32"))
     return bounds
 
 

@@ -80,18 +80,19 @@ def calibrate_octaves(calibration: np.ndarray, input_scale: float) -> int:
     return MANTISSA_BITS
 
 
-def shiftmax_bounds(params: ShiftmaxParams, row_length: int) -> dict[str, tuple[int, str]]:
-    """Worst-case magnitude of every intermediate for any int32 input, with the dtype holding it."""
-    if row_length > MAX_ROW_LENGTH:
-        raise ValueError(f"Shiftmax rows of {row_length} > {MAX_ROW_LENGTH} elements would overflow the int32 sum")
+def shiftmax_bounds(params: ShiftmaxParams, row_length: int) -> dict[str, tuple[int, int, str]]:
+    """``{intermediate: (lowest, highest, dtype)}`` over every int32 input with rows of ``row_length``."""
+    if not 1 <= row_length <= MAX_ROW_LENGTH:
+        raise ValueError(f"Shiftmax rows must have 1..{MAX_ROW_LENGTH} elements, got {row_length}")
     exp_max = 1 << MANTISSA_BITS
+    rounding = 1 << (params.output_shift - 1)
     return {
-        "scores_minus_max": (2 * INPUT_CLIP - 1, "int32"),
-        "log2_domain": ((params.octaves + 1) << params.frac_bits, "int16"),
-        "exp": (exp_max, "int16"),
-        "exp_sum": (row_length * exp_max, "int32"),
-        "reciprocal": ((1 << RECIPROCAL_BITS) // exp_max, "int32"),
-        "exp_times_reciprocal": ((1 << RECIPROCAL_BITS) + (1 << (params.output_shift - 1)), "int32"),
+        "scores_minus_max": (-(2 * INPUT_CLIP - 1), 0, "int32"),
+        "log2_domain": (-((params.octaves + 1) << params.frac_bits), 0, "int16"),
+        "exp": (0, exp_max, "int16"),
+        "exp_sum": (exp_max, row_length * exp_max, "int32"),
+        "reciprocal": ((1 << RECIPROCAL_BITS) // (row_length * exp_max), (1 << RECIPROCAL_BITS) // exp_max, "int32"),
+        "exp_times_reciprocal": (rounding, (1 << RECIPROCAL_BITS) + rounding, "int32"),
     }
 
 

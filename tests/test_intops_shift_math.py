@@ -1,0 +1,87 @@
+"""Shared integer primitives: shift-exp and fixed-iteration Newton isqrt (reference, emitter, structure)."""
+import math
+
+import numpy as np
+import pytest
+import tvm
+from hypothesis import given, settings, strategies as st
+from tvm import relax
+from tvm.script import ir as I
+from tvm.script import relax as R
+
+from relax_passes.intops.shift_math import emit_isqrt, emit_shift_exp, isqrt_reference, shift_exp_reference
+from relax_passes.intops.single_op import compile_single_op, single_op_module
+
+FRAC, OCTAVES, MANTISSA = 11, 14, 14
+
+
+@pytest.mark.parametrize("start_bits", [4, 10, 24])
+def test_isqrt_exact_on_the_slow_end_and_the_top(start_bits):
+    small = np.arange(0, min(4**start_bits, 1 << 18), dtype=np.int64)
+    top = 4**start_bits - 1
+    near_squares = np.array([k * k + delta for k in (2**start_bits - 1, 2**start_bits // 3, 12345 % 2**start_bits)
+                             for delta in (-1, 0, 1)], dtype=np.int64)
+    n = np.concatenate([small, np.array([top, top - 1]), np.clip(near_squares, 0, top)])
+    expected = np.array([math.isqrt(int(v)) for v in n], dtype=np.int64)
+    np.testing.assert_array_equal(isqrt_reference(n, start_bits), expected)
+
+
+@pytest.fixture(scope="module")
+def isqrt_on_host():
+    return compile_single_op(lambda bb, x, bits: emit_isqrt(bb, x, bits), 24, (64,), "int64")
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(0, 4**24 - 1), min_size=64, max_size=64))
+def test_isqrt_emitter_bit_exact(isqrt_on_host, values):
+    n = np.array(values, dtype=np.int64)
+    np.testing.assert_array_equal(isqrt_on_host(n), isqrt_reference(n, 24))
+    np.testing.assert_array_equal(isqrt_reference(n, 24), [math.isqrt(v) for v in values])
+
+
+@pytest.fixture(scope="module")
+def shift_exp_on_host():
+    return compile_single_op(lambda bb, y, _: emit_shift_exp(bb, y, FRAC, OCTAVES, MANTISSA), None, (128,), "int16")
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(-((OCTAVES + 1) << FRAC), 0), min_size=128, max_size=128))
+def test_shift_exp_emitter_bit_exact(shift_exp_on_host, values):
+    y = np.array(values, dtype=np.int16)
+    np.testing.assert_array_equal(shift_exp_on_host(y), shift_exp_reference(y, FRAC, OCTAVES, MANTISSA))
+
+
+def test_shift_exp_accuracy_and_flush():
+    y = np.arange(-((OCTAVES + 1) << FRAC), 1, dtype=np.int64)
+    e = shift_exp_reference(y, FRAC, OCTAVES, MANTISSA)
+    exact = 2.0**MANTISSA * np.exp2(y / 2.0**FRAC)
+    kept = -y <= OCTAVES << FRAC
+    # The chord 1 + f of 2**f overestimates by at most 6.2 %; the final shift floors at most 1 LSB.
+    assert np.all(e[kept] <= exact[kept] * 1.062 + 1e-9)
+    assert np.all(e[kept] >= exact[kept] - 1)
+    assert e[-1] == 2**MANTISSA and np.all(e[y < -(OCTAVES + 1) * 2**FRAC + 2**FRAC] == 0)
+    assert np.all(np.diff(e) >= 0)  # monotone in y
+
+
+@I.ir_module
+class ShiftExpExpected:
+    @R.function
+    def main(x: R.Tensor((4,), "int16")) -> R.Tensor((4,), "int32"):
+        with R.dataflow():
+            y = R.astype(x, "int32")
+            octave = R.negative(R.right_shift(y, R.const(2, "int32")))
+            fraction = R.bitwise_and(y, R.const(3, "int32"))
+            mantissa = R.left_shift(R.add(fraction, R.const(4, "int32")), R.const(2, "int32"))
+            shifted = R.right_shift(mantissa, octave)
+            e = R.where(R.greater(octave, R.const(3, "int32")), R.const(0, "int32"), shifted)
+            out = e  # single_op_module's dataflow output
+            R.output(out)
+        return out
+
+
+def test_shift_exp_structure():
+    before = single_op_module(lambda bb, y, _: emit_shift_exp(bb, y, 2, 3, 4), None, (4,), "int16")
+    tvm.ir.assert_structural_equal(before, ShiftExpExpected)
+    y = np.array([0, -1, -5, -16], dtype=np.int16)  # 2**(y/4) * 16 by chord: 16, 14, 7 (6.73), flushed
+    np.testing.assert_array_equal(compile_single_op(lambda bb, v, _: emit_shift_exp(bb, v, 2, 3, 4), None,
+                                                    (4,), "int16")(y), [16, 14, 7, 0])
