@@ -8,6 +8,7 @@ Values carry a :class:`QType`: integer dtype and real scale (``real = q * scale`
 channel for int32 accumulators before their requantization). Scales are float64 numbers used only
 here, at compile time; neither the reference nor the Relax module touches a float.
 """
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -154,35 +155,30 @@ class Requantize(IntOp):
 
 @dataclass
 class Add(IntOp):
-    """``clamp(rq(a) + rq(b) + c)``: each operand rescaled to the output scale in int32, summed, clamped.
-
-    ``c`` is an int32 constant (a quantized float addend, e.g. a position embedding) or 0.
-    """
+    """``clamp(rq(a) + rq(b) + ...)``: each operand rescaled to the output scale in int32, summed, clamped."""
 
     dyadics: tuple = ()  # one per input
-    addend: np.ndarray = None  # int32, broadcast against the output
 
     def reference(self, *xs):
         acc = sum(requantize_reference(x, d, "int32").astype(np.int64) for x, d in zip(xs, self.dyadics))
         lo, hi = DTYPE_RANGE[self.qtype.dtype]
-        return np.clip(acc + self.addend, lo, hi).astype(self.qtype.dtype)
+        return np.clip(acc, lo, hi).astype(self.qtype.dtype)
 
     def emit(self, bb, *xs):
         terms = [emit_requantize(bb, x, d, "int32") for x, d in zip(xs, self.dyadics)]
         acc = terms[0]
         for term in terms[1:]:
             acc = bb.emit(relax.op.add(acc, term))
-        acc = bb.emit(relax.op.add(acc, relax.const(self.addend)))
         lo, hi = DTYPE_RANGE[self.qtype.dtype]
         return bb.emit(relax.op.astype(bb.emit(relax.op.clip(acc, lo, hi)), self.qtype.dtype))
 
     def constants(self):
-        return [self.addend] + [a for d in self.dyadics for a in (d.multiplier, d.shift)]
+        return [a for d in self.dyadics for a in (d.multiplier, d.shift)]
 
 
 @dataclass
 class Constant(IntOp):
-    """A quantized constant tensor (e.g. class embeddings joining the token sequence)."""
+    """A quantized constant tensor (a position embedding, class embeddings joining the tokens, ...)."""
 
     value: np.ndarray = None
 
@@ -231,7 +227,7 @@ class PermuteDims(IntOp):
 
 @dataclass
 class Take(IntOp):
-    """Gather along one axis with compile-time int64 indices (scalar index drops the axis)."""
+    """Gather along one axis with compile-time integer indices (a scalar index drops the axis)."""
 
     indices: np.ndarray = None
     axis: int = 0
@@ -240,7 +236,7 @@ class Take(IntOp):
         return np.take(x, self.indices, axis=self.axis)
 
     def emit(self, bb, x):
-        return bb.emit(relax.op.take(x, relax.const(self.indices, "int64"), axis=self.axis))
+        return bb.emit(relax.op.take(x, relax.const(self.indices), axis=self.axis))
 
     def constants(self):
         return [self.indices]
@@ -299,8 +295,16 @@ class NonLinear(IntOp):
         return self.emit_fn(bb, x, self.params)
 
     def constants(self):
-        values = self.params.__dict__.values() if hasattr(self.params, "__dict__") else []
-        return [np.asarray(v) for v in values if isinstance(v, (np.ndarray, np.integer, int))]
+        return _integer_leaves(self.params)
+
+
+def _integer_leaves(value) -> list:
+    """Integer arrays inside a (nested) params dataclass; a ``Dyadic`` contributes multiplier and shift."""
+    if dataclasses.is_dataclass(value):
+        return [leaf for f in dataclasses.fields(value) for leaf in _integer_leaves(getattr(value, f.name))]
+    if isinstance(value, (np.ndarray, np.integer, int)) and not isinstance(value, bool):
+        return [np.asarray(value)]
+    return []
 
 
 @dataclass

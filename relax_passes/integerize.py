@@ -9,7 +9,8 @@ folded into the first convolution by :mod:`fold_input_normalization`):
   two activations, a LayerNorm or a concatenation).
 * ``matmul`` of two activations -> :class:`Matmul` (int32 accumulator, requantized on first use);
   ``multiply`` by a positive scalar only changes the scale (no integer op).
-* ``add`` (two activations, or one and a constant) -> :class:`Add` in int32, clamped to int16.
+* ``add`` (two activations, or one and an int8-quantized constant) -> :class:`Add`: each operand
+  requantized to the output scale in int32, summed, clamped to int16/int8.
 * ``nn.layer_norm`` / ``nn.softmax`` / ``nn.gelu`` -> the integer ops of ``relax_passes.intops``.
 * Shape ops (reshape, permute_dims, take, strided_slice, broadcast_to, concat) pass scales through;
   nearest ``image.resize2d`` becomes two integer gathers.
@@ -252,17 +253,28 @@ class Integerizer:
                         var.name, x.zero_point)
 
     def _add_op(self, var, call):
-        operands = [self.values.get(a.name) if isinstance(a, relax.Var) else None for a in call.args]
-        ints = [v for v in operands if isinstance(v, IntValue)]
-        consts = [self.const_of(a) for a in call.args if self.const_of(a) is not None]
+        """Activations and constants alike: int8 constants (own scale) join as requantized operands."""
         dtype = self.wanted_dtype(var.name)
         out_scale = self.scale_of(var.name, dtype)
-        ints = [v if v.qtype.dtype != "int32" else self.as_dtype(v, "int16") for v in ints]
-        addend = np.zeros((), dtype=np.int32)
-        if consts:
-            addend = np.clip(np.round(consts[0] / out_scale), -2**31, 2**31 - 1).astype(np.int32)
-        return self._add(ip.Add, tuple(ints), dtype, var.ty.shape, out_scale, source=var.name,
-                         dyadics=tuple(Dyadic.from_ratio(v.qtype.scale / out_scale) for v in ints), addend=addend)
+        operands = []
+        for arg in call.args:
+            const = self.const_of(arg)
+            if const is not None:
+                operands.append(self._constant(const, "int8", var.name))
+                continue
+            value = self.values[arg.name]
+            operands.append(self.as_dtype(value, "int16") if value.qtype.dtype == "int32" else value)
+        return self._add(ip.Add, tuple(operands), dtype, var.ty.shape, out_scale, source=var.name,
+                         dyadics=tuple(Dyadic.from_ratio(v.qtype.scale / out_scale) for v in operands))
+
+    def _constant(self, value: np.ndarray, dtype: str, source: str, scale: float | None = None) -> IntValue:
+        """A float constant quantized symmetrically to ``dtype`` (at ``scale``, or its own range)."""
+        if scale is None:
+            top = float(np.max(np.abs(value))) if value.size else 0.0
+            scale = top / qmax(dtype) if top > 0 else 1.0
+        lo, hi = DTYPE_RANGE[dtype]
+        q = np.clip(np.round(value / scale), lo, hi).astype(dtype)
+        return self._add(ip.Constant, (), dtype, q.shape, scale, source=source, value=q)
 
     def _concat(self, var, call):
         dtype = self.wanted_dtype(var.name)
@@ -271,9 +283,7 @@ class Integerizer:
         for field in call.args[0].fields:
             const = self.const_of(field)
             if const is not None:
-                lo, hi = DTYPE_RANGE[dtype]
-                q = np.clip(np.round(const / out_scale), lo, hi).astype(dtype)
-                parts.append(self._add(ip.Constant, (), dtype, q.shape, out_scale, source=var.name, value=q))
+                parts.append(self._constant(const, dtype, var.name, out_scale))
                 continue
             value = self.values[field.name]
             if value.qtype.dtype != dtype or value.qtype.scale != out_scale:
@@ -302,7 +312,7 @@ class Integerizer:
             indices = self.const_of(call.args[1])
             if indices is None:
                 raise UserError(f"{var.name}: take with computed indices is not supported")
-            cls, fields = ip.Take, {"indices": indices.astype(np.int64), "axis": int(call.attrs.axis) % len(in_shape)}
+            cls, fields = ip.Take, {"indices": indices.astype(np.int32), "axis": int(call.attrs.axis) % len(in_shape)}
         else:  # strided_slice
             axes, begin, end = (_ints(a) for a in call.args[1:4])
             strides = _ints(call.args[4]) if len(call.args) > 4 else [1]
@@ -348,7 +358,7 @@ class Integerizer:
 
 
 def nearest_indices(n_in: int, n_out: int, mode: str, rounding: str) -> np.ndarray:
-    """Source index of each output index of a nearest-neighbour resize (TVM's resize2d semantics)."""
+    """int32 source index of each output index of a nearest-neighbour resize (TVM's resize2d semantics)."""
     dst = np.arange(n_out, dtype=np.float64)
     ratio = n_in / n_out
     if mode == "half_pixel":
@@ -371,7 +381,7 @@ def nearest_indices(n_in: int, n_out: int, mode: str, rounding: str) -> np.ndarr
         index = np.ceil(src)
     else:
         raise UserError(f"resize2d rounding method {rounding!r} is not supported")
-    return np.clip(index, 0, n_in - 1).astype(np.int64)
+    return np.clip(index, 0, n_in - 1).astype(np.int32)
 
 
 def integerize(func: relax.Function, calibration: Calibration, **options) -> ip.Program:

@@ -10,9 +10,9 @@ from tvm import relax
 from common.errors import UserError
 
 from . import integer_program as ip
-from .intops import layernorm, shiftmax
+from .intops import gelu, layernorm, shiftmax
 
-GELU_VARIANTS = ("lambda_shift", "shift", "poly")
+GELU_VARIANTS = gelu.VARIANTS
 
 
 def _last_axis(var, axes, ndim):
@@ -47,4 +47,11 @@ def lower(integerizer, var: relax.Var, call: relax.Call, x):
 
 
 def _lower_gelu(integerizer, var, x):
-    raise UserError(f"{var.name}: integer GELU ({integerizer.gelu}) is not available yet in relax_passes.intops")
+    if x.qtype.dtype not in ("int8", "int32"):
+        x = integerizer.as_dtype(x, "int8")
+    in_scale = float(x.qtype.scale)
+    out_scale = integerizer.scale_of(var.name, "int8")
+    sample = np.round(integerizer.calibration.values[x.source] / in_scale)
+    params = gelu.gelu_params(in_scale, out_scale, integerizer.gelu, sample)
+    return integerizer._add(ip.NonLinear, (x,), "int8", x.qtype.shape, out_scale, source=var.name,
+                            kind="gelu", params=params, reference_fn=gelu.gelu_reference, emit_fn=gelu.emit_gelu)
