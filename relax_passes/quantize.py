@@ -17,7 +17,7 @@ from .fold_input_normalization import FoldInputNormalization
 from .integer_program import Program
 from .integerize import integerize
 from .nonlinear import GELU_VARIANTS
-from .verify_integer_only import float_offenders
+from .verify_integer_only import verify_integer_only
 
 
 @dataclass
@@ -105,8 +105,5 @@ def quantize_model(imported, calibration_images, *, observer: str = "minmax", ge
     mod = float_module(imported)
     calibration = calibrate(mod, inputs, progress=progress)
     program = integerize(mod["main"], calibration, observer=observer, gelu=gelu)
-    integer_mod = program.to_relax()
-    offenders = float_offenders(integer_mod["main"])
-    if offenders:  # a bug in the rewrite, not the user's fault: say exactly what is left
-        raise RuntimeError(f"integer rewrite left floating point behind: {offenders[:5]}")
+    integer_mod = verify_integer_only(program.to_relax())
     return QuantizedModel(program, integer_mod, mod, calibration, observer, gelu)

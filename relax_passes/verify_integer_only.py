@@ -52,12 +52,17 @@ def float_offenders(func: relax.Function) -> list[str]:
     return offenders
 
 
+def verify_integer_only(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` itself if ``main`` is integer-only, else :class:`IntegerOnlyError` listing the offenders."""
+    offenders = float_offenders(mod["main"])
+    if offenders:
+        raise IntegerOnlyError(offenders)
+    return mod
+
+
 @tvm.transform.module_pass(opt_level=0, name="VerifyIntegerOnly")
 class VerifyIntegerOnly:
-    """Raise :class:`IntegerOnlyError` listing the offenders if ``main`` is not integer-only."""
+    """The check as a pass for pipelines (TVM re-raises the error as a RuntimeError, same message)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        offenders = float_offenders(mod["main"])
-        if offenders:
-            raise IntegerOnlyError(offenders)
-        return mod
+        return verify_integer_only(mod)
