@@ -42,7 +42,7 @@ EXP_MANTISSA_BITS = 14
 _LOG2_CLIP = (EXP_OCTAVES + 1) << EXP_FRAC_BITS
 SHIFT_GELU_SLOPE = 1.702
 NO_SPLIT = INTERNAL_MAX + 2   # tail threshold never reached by |xi| <= 2**15
-SLOPE_GRID = tuple(np.round(np.arange(1.50, 1.8401, 0.02), 2))
+SLOPE_GRID = tuple(np.round(np.arange(1.50, 1.9201, 0.02), 2))
 SPLIT_GRID = tuple(np.arange(2.0, 6.01, 0.5)) + (math.inf,)
 ERF_A, ERF_B = -0.2888, -1.769
 ERF_KNEE = 4096               # -b in erf-argument LSB
@@ -107,7 +107,7 @@ def calibrate_lambda(calibration: np.ndarray, input_scale: float, output_scale: 
 def gelu_float(x: np.ndarray) -> np.ndarray:
     """Exact (erf) GELU in float64, the accuracy yardstick."""
     x = np.asarray(x, dtype=np.float64)
-    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64))
+    return 0.5 * x * (1.0 + np.asarray(_erf(x / math.sqrt(2.0)), dtype=np.float64))
 
 
 def _params(input_scale: float, output_scale: float, variant: str, slope: float, split: float) -> GeluParams:
