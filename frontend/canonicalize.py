@@ -9,6 +9,8 @@ from .fold_index_arithmetic import FoldIndexArithmetic
 from .fuse_gelu import FuseGelu
 from .fuse_layer_norm import FuseLayerNorm
 from .imported import ImportedModel
+from .operand_order import CanonicalizeOperandOrder
+from .remove_redundant_layout import RemoveRedundantLayout
 from .vocabulary import CANONICAL_RELAX_OPS, op_census
 from .weights import bind_weights, lift_weights
 
@@ -21,6 +23,8 @@ def canonicalization_passes() -> tvm.transform.Pass:
             FoldConstantLayout(),
             FuseGelu(),
             FuseLayerNorm(),
+            RemoveRedundantLayout(),
+            CanonicalizeOperandOrder(),
             relax.transform.CanonicalizeBindings(),
             relax.transform.DeadCodeElimination(["main"]),
         ],

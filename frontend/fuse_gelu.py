@@ -13,9 +13,9 @@ import math
 
 import tvm
 from tvm import relax
-from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+from tvm.relax.dpl import is_const, is_op, wildcard
 
-from .pattern_util import is_scalar, rewrite_functions
+from .pattern_util import is_scalar, rewrite_calls, rewrite_functions
 
 SQRT_2 = math.sqrt(2.0)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -44,7 +44,7 @@ def _erf_gelu(func: relax.Function) -> relax.Function:
             return relax.op.nn.gelu(matches[x])
         return expr
 
-    return rewrite_call(pattern, rewriter, func)
+    return rewrite_calls(pattern, rewriter, func)
 
 
 def _tanh_gelu(func: relax.Function) -> relax.Function:
@@ -67,7 +67,7 @@ def _tanh_gelu(func: relax.Function) -> relax.Function:
             return relax.op.nn.gelu_tanh(matches[x])
         return expr
 
-    return rewrite_call(pattern, rewriter, func)
+    return rewrite_calls(pattern, rewriter, func)
 
 
 @tvm.transform.module_pass(opt_level=0, name="FuseGelu")

@@ -14,9 +14,9 @@ a missing scale or shift becomes a ones/zeros constant.  Anything else is left u
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+from tvm.relax.dpl import is_const, is_op, wildcard
 
-from .pattern_util import const, constant_array, is_scalar, rewrite_functions, scalar_value
+from .pattern_util import const, constant_array, is_scalar, rewrite_calls, rewrite_functions, scalar_value
 
 
 def _normalisation_pattern():
@@ -92,7 +92,7 @@ def _fuse(func: relax.Function, with_scale: bool, with_shift: bool) -> relax.Fun
         epsilon = scalar_value(matches[parts["eps"]])
         return relax.op.nn.layer_norm(x, scale, shift, axes=[a - rank for a in axes], epsilon=epsilon)
 
-    return rewrite_call(pattern, rewriter, func)
+    return rewrite_calls(pattern, rewriter, func)
 
 
 @tvm.transform.module_pass(opt_level=0, name="FuseLayerNorm")

@@ -4,6 +4,7 @@ from collections.abc import Callable
 import numpy as np
 import tvm
 from tvm import relax
+from tvm.relax.dpl import rewrite_call
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 
@@ -19,6 +20,15 @@ def is_scalar(expr: relax.Expr, expected: float, rel_tol: float = 1e-4) -> bool:
     """True if ``expr`` is a one-element constant equal to ``expected`` (float32-rounded)."""
     value = scalar_value(expr)
     return value is not None and abs(value - expected) <= rel_tol * max(abs(expected), 1e-12)
+
+
+def rewrite_calls(pattern, rewriter, func: relax.Function) -> relax.Function:
+    """``rewrite_call`` that offers ``rewriter`` calls only.
+
+    ``rewrite_call`` also reports a variable bound to a matching call (``gv = lv1``); rewriting
+    that alias too would duplicate the work, so such matches are left to the call's own binding.
+    """
+    return rewrite_call(pattern, lambda expr, matches: rewriter(expr, matches) if isinstance(expr, relax.Call) else expr, func)
 
 
 def rewrite_functions(mod: tvm.IRModule, rewrite: Callable[[relax.Function], relax.Function]) -> tvm.IRModule:
