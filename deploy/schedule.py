@@ -1,13 +1,18 @@
 """Default schedules for unscheduled kernels, so their intermediates do not become big stack arrays.
 
 For each fused PrimFunc: every block that writes a kernel-local buffer is inlined into its consumers
-(``compute_inline``: pads, casts, elementwise chains). What cannot be inlined is a reduction
+(``compute_inline``: pads, casts, elementwise chains), unless that would copy an expression with
+several loads to several use sites (Newton iterations ``k = (k + v / k) >> 1`` would grow
+exponentially): such a block is computed inside its single consumer's loop nest (``compute_at``). What cannot be
+inlined is a reduction
 (matmul/conv/sum/argmax): its consumers are moved under the reduction's spatial loops
 (``reverse_compute_at``), so the reduction's output shrinks to one element per iteration, and its
 initialisation is hoisted out of the reduction loops (``decompose_reduction``: no ``if (k == 0)``
 inside the inner loop).
 Kernels that tuning already scheduled (``schedules/``) are left alone by the caller.
 """
+import re
+
 import tvm
 from tvm import s_tir, tirx
 
@@ -21,12 +26,29 @@ def _blocks(sch: s_tir.Schedule, func_name: str):
     return sch.get_child_blocks(sch.get_sblock("root", func_name=func_name))
 
 
+def _loads(body: str, names) -> int:
+    return sum(len(re.findall(rf"\b{re.escape(name)}\[", body)) for name in names)
+
+
+def _inlining_duplicates_work(sch: s_tir.Schedule, block_rv) -> bool:
+    """Whether inlining ``block_rv`` would copy a multi-load expression to several use sites."""
+    block = sch.get(block_rv)
+    written = {region.source.name for region in block.writes}
+    uses = sum(_loads(str(sch.get(c).body), written) for c in sch.get_consumers(block_rv))
+    own_loads = _loads(str(block.body), {region.source.name for region in block.reads})
+    return uses > 1 and own_loads > 1
+
+
+def _is_spatial(sch: s_tir.Schedule, block_rv) -> bool:
+    return all(iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(block_rv).iter_vars)
+
+
 def _inline_all(sch: s_tir.Schedule, func_name: str, params) -> None:
     changed = True
     while changed:
         changed = False
         for block_rv in _blocks(sch, func_name):
-            if _writes_param(sch, block_rv, params):
+            if _writes_param(sch, block_rv, params) or _inlining_duplicates_work(sch, block_rv):
                 continue
             try:
                 sch.compute_inline(block_rv)
@@ -34,6 +56,22 @@ def _inline_all(sch: s_tir.Schedule, func_name: str, params) -> None:
                 break
             except s_tir.ScheduleError:
                 continue
+
+
+def _compute_at_consumers(sch: s_tir.Schedule, func_name: str, params) -> None:
+    """Move multiply-read elementwise producers into their single elementwise consumer's innermost loop."""
+    for block_rv in reversed(_blocks(sch, func_name)):
+        consumers = sch.get_consumers(block_rv)
+        if (_writes_param(sch, block_rv, params) or len(consumers) != 1 or not _is_spatial(sch, block_rv)
+                or not _is_spatial(sch, consumers[0])):
+            continue
+        # Deep enough to shrink the producer to one element, no deeper (a per-row value stays per row).
+        varying = sum(int(iv.dom.extent) > 1 for iv in sch.get(block_rv).iter_vars)
+        loops = sch.get_loops(consumers[0])
+        try:
+            sch.compute_at(block_rv, loops[min(max(varying, 1), len(loops)) - 1])
+        except s_tir.ScheduleError:
+            continue
 
 
 def _spatial_depth(sch: s_tir.Schedule, block_rv) -> int:
@@ -50,12 +88,12 @@ def _fuse_epilogues(sch: s_tir.Schedule, func_name: str, params) -> None:
     for block_rv in _blocks(sch, func_name):
         if _writes_param(sch, block_rv, params):
             continue
-        depth = _spatial_depth(sch, block_rv)
-        if depth == 0:
+        depth, loops = _spatial_depth(sch, block_rv), sch.get_loops(block_rv)
+        if depth == 0 or _is_spatial(sch, block_rv) or depth > len(loops):
             continue
         for consumer in sch.get_consumers(block_rv):
             try:
-                sch.reverse_compute_at(consumer, sch.get_loops(block_rv)[depth - 1])
+                sch.reverse_compute_at(consumer, loops[depth - 1])
             except s_tir.ScheduleError:
                 continue
 
@@ -77,6 +115,7 @@ def apply_default_schedules(kernels: tvm.IRModule, skip: frozenset[str] = frozen
         if gv.name_hint in skip or not isinstance(func, tirx.PrimFunc):
             continue
         _inline_all(sch, gv.name_hint, func.params)
+        _compute_at_consumers(sch, gv.name_hint, func.params)
         _fuse_epilogues(sch, gv.name_hint, func.params)
         _decompose_reductions(sch, gv.name_hint)
     return sch.mod
