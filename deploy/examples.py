@@ -86,3 +86,63 @@ def toy_segmenter_reference(image: np.ndarray, channels: int = 8, classes: int =
     exp = (1 << 14) >> np.clip((-shifted) >> 6, 0, 14)
     prob = (exp * 255) // exp.sum(axis=1, keepdims=True)
     return prob.argmax(axis=1).astype(np.uint8).reshape(1, height, width)
+
+
+def toy_vit_block(size: int = 64, patch: int = 8, dim: int = 64, heads: int = 4, classes: int = 5,
+                  seed: int = 0) -> tvm.IRModule:
+    """A one-block integer ViT segmenter, NCHW ``uint8[1,3,size,size] -> uint8[1,size,size]``.
+
+    Patch-embedding conv, int16 residual stream, an I-LayerNorm-like normalisation with an integer
+    Newton square root, 4-head attention with a shift-based softmax, a ReLU-like ``where``, a linear
+    class head, nearest upsampling with ``take`` and argmax: the op mix of the real graph.
+    """
+    rng = np.random.default_rng(seed)
+    tokens, grid, head_dim = (size // patch) ** 2, size // patch, dim // heads
+
+    def int8_weight(*shape):
+        return relax.const(rng.integers(-127, 128, shape).astype("int8"))
+
+    def i32(value: int):
+        return relax.const(value, "int32")
+
+    bb = relax.BlockBuilder()
+    image = relax.Var("image", relax.TensorType((1, 3, size, size), "uint8"))
+    with bb.function("main", [image]):
+        with bb.dataflow():
+            x = bb.emit(R.astype(R.subtract(R.astype(image, "int16"), relax.const(128, "int16")), "int8"))
+            patches = bb.emit(R.nn.conv2d(x, int8_weight(dim, 3, patch, patch), strides=patch, out_dtype="int32"))
+            embedded = bb.emit(R.permute_dims(R.reshape(patches, (dim, tokens)), [1, 0]))
+            h = bb.emit(_requantize(embedded, 1288490189, 38, "int16"))
+            h = bb.emit(R.add(h, relax.const(rng.integers(-500, 500, (tokens, dim)).astype("int16"))))
+            h32 = bb.emit(R.astype(h, "int32"))
+            centred = bb.emit(R.subtract(h32, R.floor_divide(R.sum(h32, axis=1, keepdims=True), i32(dim))))
+            variance = bb.emit(R.floor_divide(R.sum(R.multiply(centred, centred), axis=1, keepdims=True), i32(dim)))
+            root = bb.emit(R.full_like(variance, i32(1 << 15)))
+            for _ in range(6):  # integer Newton square root
+                step = R.floor_divide(variance, R.maximum(root, i32(1)))
+                root = bb.emit(R.right_shift(R.add(root, step), i32(1)))
+            normed = bb.emit(R.astype(R.clip(R.floor_divide(R.multiply(centred, i32(64)), R.maximum(root, i32(1))),
+                                             -127, 127), "int8"))
+            q, k, v = [bb.emit(_requantize(R.matmul(normed, int8_weight(dim, dim), out_dtype="int32"),
+                                           1288490189, 40, "int8")) for _ in range(3)]
+            q = bb.emit(R.permute_dims(R.reshape(q, (tokens, heads, head_dim)), [1, 0, 2]))
+            k = bb.emit(R.permute_dims(R.reshape(k, (tokens, heads, head_dim)), [1, 2, 0]))
+            v = bb.emit(R.permute_dims(R.reshape(v, (tokens, heads, head_dim)), [1, 0, 2]))
+            scores = bb.emit(R.matmul(q, k, out_dtype="int32"))
+            shifted = bb.emit(R.subtract(scores, R.max(scores, axis=2, keepdims=True)))
+            exp = bb.emit(R.right_shift(i32(1 << 14), R.clip(R.right_shift(R.negative(shifted), i32(7)), 0, 14)))
+            attention = bb.emit(R.astype(R.floor_divide(R.multiply(exp, i32(127)), R.sum(exp, axis=2, keepdims=True)),
+                                         "int8"))
+            mixed = bb.emit(R.reshape(R.permute_dims(R.matmul(attention, v, out_dtype="int32"), [1, 0, 2]),
+                                      (tokens, dim)))
+            residual = bb.emit(R.add(h, _requantize(mixed, 1288490189, 38, "int16")))
+            activated = bb.emit(R.where(R.greater(residual, relax.const(0, "int16")), residual,
+                                        R.right_shift(residual, relax.const(4, "int16"))))
+            logits = bb.emit(R.matmul(_requantize(activated, 1288490189, 32, "int8"), int8_weight(dim, classes),
+                                      out_dtype="int32"))
+            masks = bb.emit(R.reshape(R.permute_dims(logits, [1, 0]), (1, classes, grid, grid)))
+            nearest = relax.const(np.repeat(np.arange(grid), patch).astype("int32"))
+            upsampled = bb.emit(R.take(R.take(masks, nearest, axis=2), nearest, axis=3))
+            out = bb.emit_output(R.astype(R.argmax(upsampled, axis=1), "uint8"))
+        bb.emit_func_output(out)
+    return bb.get()
