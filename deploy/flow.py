@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import tvm
 from tqdm import tqdm
+from tvm import relax
 
 from common.errors import UserError
 from deploy import host, measure, proofs, qemu
@@ -77,6 +78,15 @@ def _compare(name: str, outputs: list[np.ndarray], references: list[np.ndarray])
     return {"against": name, "bit_exact": all(equal), "differing_elements": differing}
 
 
+def bind_weights(mod: tvm.IRModule, params: list[np.ndarray]) -> tvm.IRModule:
+    """``main(image, *weights)`` -> ``main(image)`` with the weights as constants (ImportedModel order)."""
+    main = mod["main"]
+    if len(main.params) != 1 + len(params):
+        raise UserError(f"main takes {len(main.params) - 1} weights but {len(params)} were given")
+    bindings = {var: tvm.runtime.tensor(value) for var, value in zip(main.params[1:], params)}
+    return relax.transform.BindParams("main", bindings)(mod)
+
+
 def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], output_dir: Path, *,
                   run: bool = True, numpy_reference=None, model_name: str = "model", tuning_log: str | None = None,
                   timeout_s: float = qemu.DEFAULT_TIMEOUT_S, sanitize: bool = False) -> DeployResult:
@@ -100,7 +110,7 @@ def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], outp
     plan = plan_arena(program)
     memory = check_memory(program, plan, board)
     step("plan")
-    sources = emit_sources(program, plan, mcpu=board.cflags[0].removeprefix("-mcpu=").split("+")[0])
+    sources = emit_sources(program, plan, mcpu=board.mcpu)
     step("emit")
     image_t, output_t = program.tensors[program.input_index], program.tensors[program.output_index]
     report = {

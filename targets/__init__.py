@@ -52,6 +52,12 @@ class Board:
         return self.cc[: -len("gcc")]
 
     @property
+    def mcpu(self) -> str:
+        """The ``-mcpu`` core name (for TVM's C target), or "" on boards configured by ``-march``."""
+        flag = next((f for f in self.cflags if f.startswith("-mcpu=")), "")
+        return flag.removeprefix("-mcpu=").split("+")[0]
+
+    @property
     def startup_sources(self) -> tuple[Path, ...]:
         """Startup + semihosting sources linked into every program for this board."""
         arch_file = "arm_cortex_m.c" if self.arch == "arm" else "riscv32.S"

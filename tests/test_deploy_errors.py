@@ -110,3 +110,23 @@ def test_cli_no_run_writes_project(tmp_path, capsys):
     assert build_main(["--target", "cortex-m33", "--example", "toy", "--no-run", "--output", str(tmp_path / "m33")]) == 0
     assert (tmp_path / "m33" / "firmware.elf").is_file() and (tmp_path / "m33" / "report.json").is_file()
     assert "float-free proofs: pass" in capsys.readouterr().out
+
+
+def test_weights_passed_as_parameters_are_bound(tmp_path):
+    from tvm import relax
+
+    from deploy.flow import bind_weights
+    from deploy.host import tvm_host_outputs
+
+    bb = relax.BlockBuilder()
+    image = relax.Var("image", relax.TensorType((1, 4), "uint8"))
+    weight = relax.Var("weight", relax.TensorType((1, 4), "uint8"))
+    with bb.function("main", [image, weight]):
+        out = bb.emit(relax.op.add(image, weight))
+        bb.emit_func_output(out)
+    values = np.array([[1, 2, 3, 4]], np.uint8)
+    bound = bind_weights(bb.get(), [values])
+    assert len(bound["main"].params) == 1
+    np.testing.assert_array_equal(tvm_host_outputs(bound, [values])[0], 2 * values)
+    with pytest.raises(UserError, match="main takes 1 weights but 2 were given"):
+        bind_weights(bb.get(), [values, values])
