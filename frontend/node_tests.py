@@ -268,15 +268,19 @@ def _markdown(summary: dict) -> str:
         f"{summary['passed']} of {summary['total']} passed "
         f"(rtol {summary['tolerance']['rtol']}, atol {summary['tolerance']['atol']}); "
         f"{len(summary['unexpected_failures'])} unexpected failures, "
-        f"{len(summary['not_selected'])} tests of claimed ops not selected (unsupported tensor types).",
+        f"{len(summary['not_selected'])} tests of claimed ops not selected (tensor types or Resize modes not claimed).",
         "",
-        "| op | passed | failed |",
+        "| op | passed | failed (all listed below) |",
         "|---|---:|---:|",
     ]
     lines += [f"| {op} | {c['passed']} | {c['failed']} |" for op, c in summary["per_op"].items()]
     if summary["failures"]:
         lines += ["", "## Failures", ""]
-        lines += [f"- `{name}`: {detail}" for name, detail in summary["failures"].items()]
+        known = summary["known_failures"]
+        lines += [
+            f"- `{name}`: {detail} ({'known: ' + known[name] if name in known else 'UNEXPECTED'})"
+            for name, detail in summary["failures"].items()
+        ]
     return "\n".join(lines) + "\n"
 
 
