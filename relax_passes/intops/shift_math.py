@@ -10,8 +10,14 @@ Shift-exp (I-ViT): for ``y <= 0`` in the log2 domain with scale ``2**-F`` (``y /
     e = ((2**F + f) << (M - F)) >> k,   flushed to 0 when k > octaves
 
 so ``e ~= 2**M * 2**(y / 2**F)``, ``0 <= e <= 2**M``. The linear part is I-ViT's ``1 + r/2``
-written on [0, 1) instead of (-1, 0]; the quotient/remainder by ``I0 = -2**F`` are a shift and a
-mask because callers first requantize into this power-of-two scale.
+written on [0, 1) instead of (-1, 0] (at most 6.1 % high); the quotient/remainder by ``I0 = -2**F``
+are a shift and a mask because callers first requantize into this power-of-two scale.
+
+``order=2`` refines the chord with one multiply, ``2**u ~= 1 + u - (87/256) u (1 - u)``:
+
+    f <- f - ((((f * (2**F - f)) >> F) * 87) >> 8)       f * (2**F - f) <= 2**(2F-2)
+
+which is within 0.27 % of ``2**u`` (plus the floors).
 
 Integer sqrt (I-ViT / I-BERT): ``k <- (k + n // k) // 2`` from the power of two ``2**start_bits``
 (>= sqrt of the largest ``n``), a fixed number of iterations, then one correction step, gives
@@ -23,17 +29,25 @@ from tvm import relax
 LOG2E = 1.4426950408889634
 
 
-def shift_exp_reference(y: np.ndarray, frac_bits: int, octaves: int, mantissa_bits: int) -> np.ndarray:
+EXP_ORDERS = (1, 2)
+CHORD_CORRECTION = 87  # (87 / 256) u (1 - u): the quadratic correction of the chord 1 + u of 2**u
+CHORD_CORRECTION_BITS = 8
+
+
+def shift_exp_reference(y: np.ndarray, frac_bits: int, octaves: int, mantissa_bits: int, order: int = 1) -> np.ndarray:
     """``2**mantissa_bits * 2**(y / 2**frac_bits)`` in integers for ``y <= 0`` (int64 result)."""
     y = np.asarray(y).astype(np.int64)
     octave = -(y >> frac_bits)
     fraction = y & ((1 << frac_bits) - 1)
+    if order == 2:
+        bump = (fraction * ((1 << frac_bits) - fraction)) >> frac_bits
+        fraction = fraction - ((bump * CHORD_CORRECTION) >> CHORD_CORRECTION_BITS)
     mantissa = ((1 << frac_bits) + fraction) << (mantissa_bits - frac_bits)
     return np.where(octave > octaves, 0, mantissa >> np.minimum(octave, 62))
 
 
 def emit_shift_exp(bb: relax.BlockBuilder, y: relax.Expr, frac_bits: int, octaves: int,
-                   mantissa_bits: int) -> relax.Var:
+                   mantissa_bits: int, order: int = 1) -> relax.Var:
     """Relax ops of ``shift_exp_reference``; ``y`` must already lie in ``[-(octaves+1)*2**F, 0]``.
 
     Works in int32 (``e <= 2**mantissa_bits``); returns int32.
@@ -41,6 +55,11 @@ def emit_shift_exp(bb: relax.BlockBuilder, y: relax.Expr, frac_bits: int, octave
     y32 = bb.emit(relax.op.astype(y, "int32"))
     octave = bb.emit(relax.op.negative(relax.op.right_shift(y32, _i32(frac_bits))))
     fraction = bb.emit(relax.op.bitwise_and(y32, _i32((1 << frac_bits) - 1)))
+    if order == 2:
+        bump = relax.op.right_shift(relax.op.multiply(fraction, relax.op.subtract(_i32(1 << frac_bits), fraction)),
+                                    _i32(frac_bits))
+        correction = relax.op.right_shift(relax.op.multiply(bump, _i32(CHORD_CORRECTION)), _i32(CHORD_CORRECTION_BITS))
+        fraction = bb.emit(relax.op.subtract(fraction, correction))
     mantissa = bb.emit(relax.op.left_shift(relax.op.add(fraction, _i32(1 << frac_bits)),
                                            _i32(mantissa_bits - frac_bits)))
     shifted = bb.emit(relax.op.right_shift(mantissa, octave))
