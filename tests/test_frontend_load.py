@@ -1,4 +1,6 @@
 """frontend.load on small models written here: format detection, canonical result, one-line errors."""
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -206,3 +208,16 @@ def test_unsupported_torch_op_is_one_line(tmp_path):
     with pytest.raises(UserError, match="TVM's torch.export importer failed") as err:
         frontend.load(path)
     assert "\n" not in str(err.value)
+
+
+def test_command_line_describes_and_reports_errors(tmp_path, capsys):
+    from frontend.__main__ import main
+
+    path = _relu_model(tmp_path / "dyn.onnx", shape=("batch", 3, 8, 8))
+    assert main([str(path), "--input-shape", "1,3,8,8", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["input"] == {"name": "x", "shape": [1, 3, 8, 8], "dtype": "float32"}
+    assert info["relax_ops"] == {"relax.nn.relu": 1} and info["non_canonical_ops"] == ["relax.nn.relu"]
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "dynamic dim 0" in err and err.count("\n") == 1
