@@ -1,0 +1,78 @@
+"""The MetaSchedule search space for target kind ``c`` on microcontrollers (TVM has no default for ``c``).
+
+Single core, no vector unit the C compiler could use for int8 dot products, a dozen usable registers and
+small (or no) caches. Hence:
+
+* ``AutoInline``: casts, pads and the requantize epilogue go into their producer/consumer;
+* ``MultiLevelTiling`` with structure ``SSRSRS`` and small innermost tiles (at most 8: a register-blocked
+  accumulator tile must fit the register file), output written through a local tile at the outer levels;
+* ``ParallelizeVectorizeUnroll`` without parallel and vector loops, only unrolling;
+* ``RandomComputeLocation`` for blocks left outside the tiling.
+
+Postprocessors make every sampled schedule buildable (unroll pragmas, reduction init hoisted out of the
+reduction loops, no dynamic loops); mutators resample tile sizes, unroll depth and compute locations.
+"""
+import importlib.util
+import sys
+
+from tvm.s_tir import meta_schedule as ms
+
+MAX_INNERMOST_FACTOR = 8
+UNROLL_MAX_STEPS = [0, 16, 64, 512]
+
+
+def schedule_rules() -> list:
+    return [
+        ms.schedule_rule.AutoInline(
+            into_producer=False, into_consumer=True, inline_const_tensor=True, disallow_if_then_else=True,
+            require_injective=True, require_ordered=True,
+        ),
+        ms.schedule_rule.MultiLevelTiling(
+            structure="SSRSRS",
+            max_innermost_factor=MAX_INNERMOST_FACTOR,
+            reuse_write=ms.schedule_rule.ReuseType(req="may", levels=[1, 2], scope="global"),
+        ),
+        ms.schedule_rule.ParallelizeVectorizeUnroll(
+            max_jobs_per_core=-1, max_vectorize_extent=-1, unroll_max_steps=UNROLL_MAX_STEPS, unroll_explicit=True,
+        ),
+        ms.schedule_rule.RandomComputeLocation(),
+    ]
+
+
+def postprocs() -> list:
+    return [
+        ms.postproc.DisallowDynamicLoop(),
+        ms.postproc.RewriteParallelVectorizeUnroll(),
+        ms.postproc.RewriteReductionBlock(),
+    ]
+
+
+def mutator_probs() -> dict:
+    return {
+        ms.mutator.MutateTileSize(): 0.9,
+        ms.mutator.MutateComputeLocation(): 0.05,
+        ms.mutator.MutateUnroll(): 0.03,
+    }
+
+
+def microcontroller_space(extra_rules: list | None = None) -> ms.space_generator.PostOrderApply:
+    """The space for one kernel; ``extra_rules`` (e.g. tensorizing tiling) are tried before the generic ones."""
+    return ms.space_generator.PostOrderApply(
+        sch_rules=[*(extra_rules or []), *schedule_rules()], postprocs=postprocs(), mutator_probs=mutator_probs(),
+    )
+
+
+def skip_foreign_tensor_intrinsics() -> None:
+    """Make ``import tvm.s_tir.tensor_intrin`` (done by every ``TuneContext``) cheap.
+
+    Its ``__init__`` registers the CUDA/ROCm/x86/Hexagon/... intrinsics by parsing TVMScript, about 30 s of
+    CPU per process, none of which a microcontroller uses. This installs the package without running its
+    ``__init__``; its submodules stay importable one by one (``import tvm.s_tir.tensor_intrin.arm_cpu``).
+    Does nothing once the package was imported.
+    """
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
