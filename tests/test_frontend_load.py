@@ -221,3 +221,20 @@ def test_command_line_describes_and_reports_errors(tmp_path, capsys):
     assert main([str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "dynamic dim 0" in err and err.count("\n") == 1
+
+
+def test_tanh_gelu_from_the_onnx_exporter_fuses(tmp_path):
+    import torch
+    import torch.nn.functional as F
+
+    class TanhGelu(torch.nn.Module):
+        def forward(self, x):
+            return F.gelu(x * 1.5, approximate="tanh")
+
+    x = torch.linspace(-4, 4, 16).reshape(1, 16)
+    path = tmp_path / "tanh.onnx"
+    torch.onnx.export(TanhGelu(), (x,), path, opset_version=17, dynamo=False, input_names=["x"])
+    model = frontend.load(path)
+    assert model.notes["relax_ops"] == {"relax.multiply": 1, "relax.nn.gelu_tanh": 1}
+    (y,) = run_on_host(model.mod, x.numpy(), *model.params)
+    np.testing.assert_allclose(y, TanhGelu()(x).numpy(), atol=1e-6)
