@@ -1,6 +1,9 @@
 """FuseLayerNorm: element-wise layer normalisation becomes one R.nn.layer_norm call."""
 import numpy as np
 import tvm
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
 
@@ -108,3 +111,52 @@ def test_numerics_unchanged():
     np.testing.assert_allclose(fused, expected, atol=1e-5)
     (bare,) = run_on_host(FuseLayerNorm()(BareBefore), x)
     np.testing.assert_allclose(bare, (x - mean) / np.sqrt(var + 1e-6), atol=1e-5)
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    shape=st.lists(st.integers(2, 5), min_size=2, max_size=4),
+    data=st.data(),
+)
+def test_decomposed_layer_norm_over_any_trailing_axes(shape, data):
+    """Built the way an exporter writes it, over 1..rank-1 trailing axes, with or without affine."""
+    rank = len(shape)
+    count = data.draw(st.integers(1, rank - 1), label="normalised trailing axes")
+    with_scale, with_shift = data.draw(st.booleans(), label="scale"), data.draw(st.booleans(), label="shift")
+    axes = list(range(-count, 0))
+    rng = np.random.default_rng(len(shape) * 10 + count)
+    gamma = rng.normal(1, 0.3, shape[-count:]).astype("float32")
+    beta = rng.normal(0, 0.3, shape[-count:]).astype("float32")
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            mean = bb.emit(relax.op.mean(x, axes, keepdims=True))
+            centred = bb.emit(relax.op.subtract(x, mean))
+            var = bb.emit(relax.op.mean(bb.emit(relax.op.power(centred, relax.const(2.0, "float32"))), axes, keepdims=True))
+            std = bb.emit(relax.op.sqrt(bb.emit(relax.op.add(var, relax.const(1e-5, "float32")))))
+            out = bb.emit(relax.op.divide(centred, std))
+            if with_scale:
+                out = bb.emit(relax.op.multiply(out, relax.const(gamma)))
+            if with_shift:
+                out = bb.emit(relax.op.add(relax.const(beta), out))
+            gv = bb.emit_output(out)
+        bb.emit_func_output(gv)
+    before = bb.get()
+
+    after = FuseLayerNorm()(before)
+    ops = {call.op.name for call in _calls(after)}
+    assert ops == {"relax.nn.layer_norm"}, ops
+    xv = rng.normal(2, 3, shape).astype("float32")
+    (fused,) = run_on_host(after, xv)
+    (original,) = run_on_host(before, xv)
+    np.testing.assert_allclose(fused, original, atol=2e-5, rtol=1e-5)
+
+
+def _calls(mod):
+    found = []
+    relax.analysis.post_order_visit(
+        mod["main"], lambda e: found.append(e) if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op) else None
+    )
+    return found
