@@ -16,7 +16,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from .pattern_util import const, constant_array, is_scalar, rewrite_calls, rewrite_functions, scalar_value
+from .pattern_util import const, constant_array, is_scalar, rewrite_calls, rewrite_functions, scalar_value, static_shape
 
 
 def _normalisation_pattern():
@@ -70,7 +70,9 @@ def _fuse(func: relax.Function, with_scale: bool, with_shift: bool) -> relax.Fun
 
     def rewriter(expr, matches):
         x = matches[parts["x"]]
-        shape = [int(d) for d in x.ty.shape]
+        shape = static_shape(x)
+        if shape is None:
+            return expr
         rank, dtype = len(shape), str(x.ty.dtype)
         axes = _reduced_axes(matches[parts["mean"]], rank)
         trailing = tuple(range(rank - len(axes), rank)) if axes else None
