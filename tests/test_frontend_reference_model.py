@@ -72,3 +72,14 @@ def test_both_sources_give_the_same_compute_ops():
     censuses = [frontend.load(MODEL_DIR / name).notes["relax_ops"] for name in ("segmenter.onnx", "segmenter.pt2")]
     onnx_ops, torch_ops = ({op: census.get(op, 0) for op in compute} for census in censuses)
     assert onnx_ops == torch_ops
+
+
+def test_canonicalize_is_idempotent(imported):
+    from frontend.canonicalize import canonicalize
+
+    model, _run, _reference = imported
+    again = canonicalize(model)
+    tvm.ir.assert_structural_equal(again.mod, model.mod, map_free_vars=True)
+    assert len(again.params) == len(model.params)
+    for ours, theirs in zip(again.params, model.params):
+        np.testing.assert_array_equal(ours, theirs)
