@@ -114,8 +114,11 @@ def test_octaves_follow_the_calibration_spread():
 @pytest.mark.parametrize("octaves", [1, 5, 14])
 @pytest.mark.parametrize("row_length", [1, 197, 2**16])
 def test_bounds_fit_their_dtypes(octaves, row_length):
-    for name, (low, high, dtype) in shiftmax_bounds(shiftmax_params(SCALE, octaves=octaves), row_length).items():
+    bounds = shiftmax_bounds(shiftmax_params(SCALE, octaves=octaves), row_length)
+    for name, (low, high, dtype) in bounds.items():
         assert DTYPE_RANGE[dtype][0] <= low <= high <= DTYPE_RANGE[dtype][1], name
+    for name in ("log2_domain", "exp"):  # Shiftmax in INT16: the per-element exp path fits int16
+        assert DTYPE_RANGE["int16"][0] <= bounds[name][0] <= bounds[name][1] <= DTYPE_RANGE["int16"][1], name
 
 
 @settings(max_examples=20, deadline=None)

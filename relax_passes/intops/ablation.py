@@ -12,7 +12,8 @@ float op applied to the same (dequantized) input, so only the op's own error is 
 * I-LayerNorm on the model's LayerNorm inputs (int16).
 
 Calibration follows I-Segmenter: one image (``test_000``); errors are measured on the other
-committed images. Writes ``ablation.json`` and ``ablation.md`` into ``--out``.
+committed images. Writes ``ablation.json``, ``ablation.md`` and (when matplotlib is installed, as
+with the ``dev`` extra) ``gelu_error.png``, the GELU variants' error curves, into ``--out``.
 """
 import argparse
 import json
@@ -212,6 +213,35 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_gelu_error(path: Path) -> bool:
+    """Error vs x of each GELU variant before its output rounding; False when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError:
+        return False
+    x = np.linspace(-6.0, 6.0, 4001)
+    input_scale, output_scale = 8.0 / 2**20, 8.0 / 127
+    q = quantize(x, input_scale, "int32")
+    calibration = quantize(np.random.default_rng(0).normal(-0.5, 1.0, SYNTHETIC_SIZE), input_scale, "int32")
+    figure, axis = pyplot.subplots(figsize=(8, 4))
+    for variant in VARIANTS:
+        params = gelu_params(input_scale, output_scale, variant, calibration=calibration)
+        trace = {}
+        gelu_reference(q, params, trace)
+        unrounded = trace["product"] * float(params.to_output.ratio) * output_scale  # xi * gate, in real units
+        axis.plot(x, unrounded - gelu_float(x), label=variant, linewidth=1)
+    axis.axhspan(-output_scale / 2, output_scale / 2, color="0.92", label="± 1/2 LSB of an 8/127 output grid")
+    axis.set(xlabel="x", ylabel="x * gate(x) - GELU(x)",
+             title="GELU variants before output rounding (λ calibrated on normal(-0.5, 1))")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    pyplot.close(figure)
+    return True
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=BUILD_DIR / "intops_ablation")
@@ -222,7 +252,10 @@ def main():
     (args.out / "ablation.json").write_text(json.dumps(rows, indent=1) + "\n")
     (args.out / "ablation.md").write_text(text)
     print(text)
-    print(f"wrote {args.out / 'ablation.json'} and {args.out / 'ablation.md'}")
+    written = [args.out / "ablation.json", args.out / "ablation.md"]
+    if plot_gelu_error(args.out / "gelu_error.png"):
+        written.append(args.out / "gelu_error.png")
+    print("wrote " + ", ".join(str(path) for path in written))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Shiftmax: integer softmax over the last axis (I-ViT), int32 attention scores -> uint8 probabilities.
+"""Shiftmax: integer softmax over the last axis (I-ViT), int32 attention scores -> uint8 or int16 probabilities.
 
 Input: the int32 accumulator ``x`` of ``q . k^T`` whose real value is ``x * input_scale``; the
 CALLER folds the attention scaling ``1/sqrt(head_dim)`` into ``input_scale``.
@@ -100,7 +100,7 @@ def shiftmax_bounds(params: ShiftmaxParams, row_length: int) -> dict[str, tuple[
     return {
         "scores_minus_max": (-(2 * INPUT_CLIP - 1), 0, "int32"),
         "log2_domain": (-((params.octaves + 1) << params.frac_bits), 0, "int16"),
-        "exp": (0, exp_max, "int16"),
+        "exp": (0, exp_max, "int32"),  # emitted as int32; fits int16 (2**14)
         "exp_sum": (exp_max, row_length * exp_max, "int32"),
         "reciprocal": ((1 << RECIPROCAL_BITS) // (row_length * exp_max), (1 << RECIPROCAL_BITS) // exp_max, "int32"),
         "exp_times_reciprocal": (rounding, (1 << RECIPROCAL_BITS) + rounding, "int32"),
