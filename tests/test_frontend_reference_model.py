@@ -3,6 +3,8 @@
 assets/model/segmenter.onnx (vs onnxruntime) and segmenter.pt2 (vs the torch.export program),
 imported with frontend.load, built with tvm.compile(..., "llvm"), run on the committed test images.
 """
+import functools
+
 import numpy as np
 import pytest
 import tvm
@@ -13,6 +15,11 @@ import segdata
 from common.paths import MODEL_DIR
 
 MAX_ABS_LOGIT_ERROR = 1e-4
+
+
+@functools.lru_cache(maxsize=None)
+def _load(name):
+    return frontend.load(MODEL_DIR / name)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +47,7 @@ def _torch_reference(path):
 def imported(request):
     path = MODEL_DIR / request.param
     reference = _onnx_reference(path) if path.suffix == ".onnx" else _torch_reference(path)
-    model = frontend.load(path)
+    model = _load(request.param)
     vm = relax.VirtualMachine(tvm.compile(model.mod, "llvm"), tvm.cpu())
     params = [tvm.runtime.tensor(p) for p in model.params]
     run = lambda x: vm["main"](tvm.runtime.tensor(x), *params).numpy()  # noqa: E731
@@ -69,7 +76,7 @@ def test_both_sources_give_the_same_compute_ops():
     """ONNX and torch.export differ in reshapes, not in the ops that carry the arithmetic."""
     compute = ("relax.nn.conv2d", "relax.matmul", "relax.nn.gelu", "relax.nn.layer_norm", "relax.nn.softmax",
                "relax.image.resize2d", "relax.add", "relax.multiply", "relax.divide", "relax.subtract")
-    censuses = [frontend.load(MODEL_DIR / name).notes["relax_ops"] for name in ("segmenter.onnx", "segmenter.pt2")]
+    censuses = [_load(name).notes["relax_ops"] for name in ("segmenter.onnx", "segmenter.pt2")]
     onnx_ops, torch_ops = ({op: census.get(op, 0) for op in compute} for census in censuses)
     assert onnx_ops == torch_ops
 
