@@ -123,7 +123,7 @@ def tune_case(case: KernelCase, board: Board, database, scratch: Path, trials: i
 
 
 def tune(model: str, target: str, trials: int, log_dir: Path | None = None, seed: int = 0, workers: int = 2,
-         kernels: list[str] | None = None) -> tuple[list[KernelTuning], Path]:
+         kernels: list[str] | None = None, scratch: Path | None = None) -> tuple[list[KernelTuning], Path]:
     """Tune ``model``'s kernels (or only those named in ``kernels``) for ``target``; returns results + log dir."""
     board = get_board(target)
     if trials < 1:
@@ -138,7 +138,7 @@ def tune(model: str, target: str, trials: int, log_dir: Path | None = None, seed
     database = open_database(log_dir)
     write_metadata(log_dir, board.name, Path(model).stem, model_hash,
                    {c.name: workload_hash(c.mod[c.name]) for c in cases})
-    scratch = BUILD_DIR / "tuning" / ".scratch" / board.name
+    scratch = Path(scratch or BUILD_DIR / "tuning" / ".scratch" / board.name)
     todo = sum(max(0, trials - measured_trials(database, c.mod[c.name])) for c in cases)
     results = []
     with tqdm(total=todo, desc=f"tune {board.name}", unit="trial") as bar:

@@ -82,27 +82,28 @@ def _json_lines(path: Path) -> list:
 
 def _clean_copy(log_dir: Path, allowed_hashes: set[str], scratch: Path) -> ms.database.JSONDatabase | None:
     """A database with only readable lines and records of workloads the metadata lists."""
-    workloads = _json_lines(log_dir / WORKLOAD_FILE)
-    kept_workloads, index_map = [], {}
-    for index, row in enumerate(workloads):
+    kept_workloads, parsed = [], {}  # parsed: index in the file -> (index in the copy, Workload)
+    for index, row in enumerate(_json_lines(log_dir / WORKLOAD_FILE)):
         try:
-            mod = tvm.ir.load_json(row[1]) if isinstance(row, list) and len(row) == 2 else None
+            entry = ms.database.Workload.from_json(row)
+            func = entry.mod["main"]
         except Exception:  # noqa: BLE001 - any damage in a stored IRModule means: skip it
-            mod = None
-        if not isinstance(mod, tvm.IRModule) or "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
             _warn(f"{WORKLOAD_FILE} entry {index} is not a readable workload; skipped")
             continue
-        if workload_hash(mod["main"]) not in allowed_hashes:
+        if workload_hash(func) not in allowed_hashes:
             _warn(f"{WORKLOAD_FILE} entry {index} is a workload the metadata does not list; skipped")
             continue
-        index_map[index] = len(kept_workloads)
+        parsed[index] = (len(kept_workloads), entry)
         kept_workloads.append(row)
     records = []
     for row in _json_lines(log_dir / RECORD_FILE):
-        if isinstance(row, list) and len(row) == 2 and isinstance(row[0], int) and row[0] in index_map:
-            records.append([index_map[row[0]], row[1]])
-        else:
-            _warn(f"{RECORD_FILE}: a record for an unknown or skipped workload; skipped")
+        try:
+            copy_index, entry = parsed[row[0]]
+            ms.database.TuningRecord.from_json(row[1], entry)
+        except Exception:  # noqa: BLE001
+            _warn(f"{RECORD_FILE}: an unreadable record, or one for an unknown or skipped workload; skipped")
+            continue
+        records.append([copy_index, row[1]])
     (scratch / WORKLOAD_FILE).write_text("".join(json.dumps(w) + "\n" for w in kept_workloads))
     (scratch / RECORD_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
     try:

@@ -1,0 +1,130 @@
+"""Tuning end to end on a small kernel (few trials): the log, resuming it, applying it (the applied schedule
+reproduces the recorded instruction count, bit-exact), and every way a log can be wrong for this build."""
+import json
+import shutil
+
+import pytest
+import tvm
+import tvm_ffi
+
+from deploy.tir_pipeline import kernels_to_c
+from schedules import TuningLogWarning, apply_tuning_log
+from schedules.kernels import KERNELS, kernel_case
+from schedules.measure import FirmwareKit, measure_module
+from schedules.tune import BUILTIN_MODEL, markdown_table, tune
+from schedules.tuning_log import METADATA_FILE, RECORD_FILE, WORKLOAD_FILE, measured_trials, open_database
+from targets import get_board
+
+TRIALS = 6
+TARGET = "cortex-m55"
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("log")
+    results, _ = tune(BUILTIN_MODEL, TARGET, TRIALS, log_dir, kernels=["proj"],
+                      scratch=tmp_path_factory.mktemp("scratch"))
+    return log_dir, results[0]
+
+
+@pytest.fixture(scope="module")
+def proj():
+    return kernel_case(KERNELS["proj"])
+
+
+def _copy(log_dir, tmp_path):
+    shutil.copytree(log_dir, tmp_path / "log")
+    return tmp_path / "log"
+
+
+def test_log_files_and_metadata(tuned):
+    log_dir, result = tuned
+    assert {WORKLOAD_FILE, RECORD_FILE, METADATA_FILE} <= {p.name for p in log_dir.iterdir()}
+    metadata = json.loads((log_dir / METADATA_FILE).read_text())
+    assert metadata["target"] == TARGET and metadata["tvm_version"] == tvm.__version__
+    assert set(metadata["kernels"]) == {"proj"} and "instructions" in metadata["cost_unit"]
+    assert result.trials == TRIALS
+    records = [json.loads(line) for line in (log_dir / RECORD_FILE).read_text().splitlines()]
+    costs = [r[1][1][0] for r in records if r[1][1] and r[1][1][0] < 1e9]
+    assert result.tuned_instructions == min(costs)
+    assert "| proj |" in markdown_table([result])
+
+
+def test_resume_measures_nothing_when_the_log_has_enough_trials(tuned, tmp_path):
+    log_dir, result = tuned
+    again, _ = tune(BUILTIN_MODEL, TARGET, TRIALS, log_dir, kernels=["proj"], scratch=tmp_path)
+    assert again[0].trials == TRIALS and again[0].tuned_instructions == result.tuned_instructions
+
+
+def test_applied_log_reproduces_the_recorded_instructions_bit_exactly(tuned, proj, tmp_path):
+    log_dir, result = tuned
+    applied, names = apply_tuning_log(proj.mod, TARGET, log_dir)
+    assert names == ["proj"]
+    assert not tvm_ffi.structural_equal(applied["proj"], proj.mod["proj"])
+    assert "void proj(" in kernels_to_c(applied, "cortex-m55")
+    kit = FirmwareKit(get_board(TARGET), proj, tmp_path)
+    assert measure_module(kit, applied) == result.tuned_instructions  # exact and bit-exact (harness checks)
+
+
+def _apply_warns(kernels, target, log_dir, match, **kwargs):
+    with pytest.warns(TuningLogWarning, match=match):
+        return apply_tuning_log(kernels, target, log_dir, **kwargs)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("target", "cortex-m4", "tuned for target 'cortex-m4'"),
+    ("tvm_version", "0.26.0", "tuned with TVM 0.26.0"),
+])
+def test_log_for_another_target_or_tvm_is_not_applied(tuned, proj, tmp_path, field, value, match):
+    log_dir = _copy(tuned[0], tmp_path)
+    metadata = json.loads((log_dir / METADATA_FILE).read_text())
+    metadata[field] = value
+    (log_dir / METADATA_FILE).write_text(json.dumps(metadata))
+    assert _apply_warns(proj.mod, TARGET, log_dir, match) == (proj.mod, [])
+
+
+def test_log_applied_to_another_board_is_not_applied(tuned, proj):
+    assert _apply_warns(proj.mod, "cortex-m7", tuned[0], "tuned for target 'cortex-m55'") == (proj.mod, [])
+
+
+def test_log_of_another_model_is_not_applied(tuned, proj):
+    assert _apply_warns(proj.mod, TARGET, tuned[0], "another model", model_hash="0" * 64) == (proj.mod, [])
+
+
+@pytest.mark.parametrize("damage", ["no metadata", "metadata not json", "no database"])
+def test_missing_or_unreadable_files_are_not_applied(tuned, proj, tmp_path, damage):
+    log_dir = _copy(tuned[0], tmp_path)
+    if damage == "no metadata":
+        (log_dir / METADATA_FILE).unlink()
+    elif damage == "metadata not json":
+        (log_dir / METADATA_FILE).write_text("{ half")
+    else:
+        (log_dir / RECORD_FILE).unlink()
+    match = "database files are missing" if damage == "no database" else "no readable metadata.json"
+    assert _apply_warns(proj.mod, TARGET, log_dir, match) == (proj.mod, [])
+
+
+def test_corrupt_lines_are_skipped_and_the_good_records_still_apply(tuned, proj, tmp_path):
+    log_dir = _copy(tuned[0], tmp_path)
+    with open(log_dir / RECORD_FILE, "a") as records:
+        records.write('[0, {"truncated": \n')
+        records.write("[7, []]\n")
+    with open(log_dir / WORKLOAD_FILE, "a") as workloads:
+        workloads.write('["123", "not base64 json"]\n')
+    applied, names = _apply_warns(proj.mod, TARGET, log_dir, "skipped")
+    assert names == ["proj"]
+    kit = FirmwareKit(get_board(TARGET), proj, tmp_path / "kit")
+    assert measure_module(kit, applied) == tuned[1].tuned_instructions
+
+
+def test_kernels_the_log_does_not_know_stay_untouched(tuned, proj):
+    qkv = kernel_case(KERNELS["qkv"])
+    both = tvm.IRModule({**dict(proj.mod.functions.items()), **dict(qkv.mod.functions.items())})
+    applied, names = apply_tuning_log(both, TARGET, tuned[0])
+    assert names == ["proj"]
+    assert applied["qkv"].script() == qkv.mod["qkv"].script()
+
+
+def test_trials_already_in_the_log_are_counted(tuned, proj):
+    database = open_database(tuned[0])
+    assert measured_trials(database, proj.mod["proj"]) == TRIALS
