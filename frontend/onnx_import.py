@@ -1,4 +1,7 @@
 """ONNX file -> Relax (``relax.frontend.onnx.from_onnx``), with the input spec checked first."""
+import contextlib
+import io
+import re
 from pathlib import Path
 
 import onnx
@@ -35,10 +38,14 @@ def import_onnx(path: Path, input_shape: tuple[int, ...] | None = None) -> Impor
         )
     _check_attributes(model, path)
     name, shape, dtype = _input_spec(model, path, input_shape)
+    importer_log = io.StringIO()
     try:
-        mod = from_onnx(model, shape_dict={name: list(shape)}, keep_params_in_input=True)
+        with contextlib.redirect_stdout(importer_log):  # TVM prints the failing node with all its inputs
+            mod = from_onnx(model, shape_dict={name: list(shape)}, keep_params_in_input=True)
     except Exception as err:  # TVM raises many types; the user needs one line
-        raise UserError(f"{path}: TVM's ONNX importer failed: {first_line(err)}") from None
+        failing = re.search(r"Error converting operator (\w+)", importer_log.getvalue())
+        where = f" on a {failing.group(1)} node" if failing else ""
+        raise UserError(f"{path}: TVM's ONNX importer failed{where}: {first_line(err)}") from None
     mod, params = relax.frontend.detach_params(mod)
     return ImportedModel(
         mod=mod,

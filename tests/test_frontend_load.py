@@ -238,3 +238,21 @@ def test_tanh_gelu_from_the_onnx_exporter_fuses(tmp_path):
     assert model.notes["relax_ops"] == {"relax.multiply": 1, "relax.nn.gelu_tanh": 1}
     (y,) = run_on_host(model.mod, x.numpy(), *model.params)
     np.testing.assert_allclose(y, TanhGelu()(x).numpy(), atol=1e-6)
+
+
+def test_importer_failure_names_the_node_and_prints_nothing(tmp_path, capsys):
+    """torch.chunk exports Slice bounds computed at run time, which TVM's ONNX importer cannot resolve."""
+    import torch
+
+    class Chunked(torch.nn.Module):
+        def forward(self, x):
+            a, b = x.chunk(2, dim=-1)
+            return (a * b).reshape(1, -1, 2)
+
+    path = tmp_path / "chunk.onnx"
+    torch.onnx.export(Chunked(), (torch.rand(1, 4, 8),), path, opset_version=17, dynamo=False, input_names=["x"])
+    capsys.readouterr()
+    with pytest.raises(UserError, match=r"TVM's ONNX importer failed on a \w+ node: ") as err:
+        frontend.load(path)
+    assert "\n" not in str(err.value)
+    assert capsys.readouterr().out == ""
