@@ -7,10 +7,10 @@ from tvm import relax
 # ONNX operators the frontend claims; each is checked against the ONNX backend node tests
 # (python -m frontend.node_tests).  Anything else is rejected with a UserError at import.
 SUPPORTED_ONNX_OPS = frozenset(
-    """Add ArgMax Cast CastLike Clip Concat Constant ConstantOfShape Conv Div Equal Erf Expand Flatten Gather
-    Gelu Gemm Identity
-    LayerNormalization MatMul Mul Neg Pow Reciprocal ReduceMean Relu Reshape Resize Shape Sigmoid Size Slice Softmax
-    Split Sqrt Squeeze Sub Sum Tanh Transpose Unsqueeze Where""".split()
+    """Add ArgMax Cast CastLike Clip Concat Constant ConstantOfShape Conv Div Equal Erf Expand
+    Flatten Gather Gelu Gemm Identity LayerNormalization MatMul Mul Neg Pow Reciprocal ReduceMean
+    Relu Reshape Resize Shape Sigmoid Size Slice Softmax Split Sqrt Squeeze Sub Sum Tanh Transpose
+    Unsqueeze Where""".split()
 )
 
 # The Relax operators a canonicalised Segmenter-like model is made of; relax_passes can rely
