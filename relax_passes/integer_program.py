@@ -123,9 +123,9 @@ class Dense(IntOp):
 
 @dataclass
 class Matmul(IntOp):
-    """8-bit x 8-bit activations -> int32 accumulator (batched matmul; scale = product of the scales).
+    """Activations x activations -> int32 accumulator (batched matmul; scale = product of the scales).
 
-    Operands of different 8-bit types (uint8 probabilities x int8 values) are widened to int16 first.
+    Operands of different types (uint8 or int16 probabilities x int8 values) are widened to int16 first.
     """
 
     def reference(self, a, b):

@@ -7,7 +7,8 @@ folded into the first convolution by :mod:`fold_input_normalization`):
   one :class:`Conv2d` / :class:`Dense`: int8 x int8 weights (per output channel) -> int32 + int32 bias
   -> dyadic requantize to int8, or to int16 where the value feeds the residual stream (an ``add`` of
   two activations, a LayerNorm or a concatenation).
-* ``matmul`` of two activations -> :class:`Matmul` (int32 accumulator, requantized on first use);
+* ``matmul`` of two activations (int8, or Shiftmax's uint8/int16 probabilities) -> :class:`Matmul`
+  (int32 accumulator, requantized on first use; its bound is checked by :mod:`overflow`);
   ``multiply`` by a positive scalar only changes the scale (no integer op).
 * ``add`` (two activations, or one and an int8-quantized constant) -> :class:`Add`: each operand
   requantized to the output scale in int32, summed, clamped to int16/int8.
@@ -77,10 +78,12 @@ def _ints(expr) -> list[int]:
 class Integerizer:
     """Builds an :class:`integer_program.Program` from a float ``main`` and its calibration."""
 
-    def __init__(self, func: relax.Function, calibration: Calibration, *, observer="minmax", gelu="lambda_shift"):
+    def __init__(self, func: relax.Function, calibration: Calibration, *, observer="minmax", gelu="lambda_shift",
+                 softmax_dtype="int16"):
         self.calibration = calibration
         self.observer = observer
         self.gelu = gelu
+        self.softmax_dtype = softmax_dtype
         self.bindings = [b for block in func.body.blocks for b in block.bindings]
         self.output_name = func.body.body.name if isinstance(func.body.body, relax.Var) else None
         self.users: dict[str, list] = {}
@@ -238,7 +241,7 @@ class Integerizer:
             self.values[last.name] = value
             return value
         lhs, rhs = (self.values[v.name] for v in (a, b))
-        lhs, rhs = (v if v.qtype.dtype in ("int8", "uint8") else self.as_dtype(v, "int8") for v in (lhs, rhs))
+        lhs, rhs = (v if v.qtype.dtype in ("int8", "uint8", "int16") else self.as_dtype(v, "int8") for v in (lhs, rhs))
         return self._add(ip.Matmul, (lhs, rhs), "int32", var.ty.shape, lhs.qtype.scale * rhs.qtype.scale,
                          source=var.name)
 

@@ -1,7 +1,7 @@
 """Lowering of LayerNorm, softmax and GELU onto the integer ops of ``relax_passes.intops``.
 
-Dtype contract (from intops): I-LayerNorm int16 -> int8; Shiftmax int32 scores -> uint8 with scale
-2**-8; GELU int8 -> int8. Each op's compile-time parameters come from the input scale, the
+Dtype contract (from intops): I-LayerNorm int16 -> int8; Shiftmax int32 scores -> uint8 (scale 2**-8)
+or int16 (scale 2**-15); GELU int8 -> int8. Each op's compile-time parameters come from the input scale, the
 calibrated output scale and (Shiftmax, λ-ShiftGELU) the float calibration values of the input.
 """
 import numpy as np
@@ -13,6 +13,7 @@ from . import integer_program as ip
 from .intops import gelu, layernorm, shiftmax
 
 GELU_VARIANTS = gelu.VARIANTS
+SOFTMAX_DTYPES = tuple(shiftmax.OUTPUT_FRAC_BITS)
 
 
 def _last_axis(var, axes, ndim):
@@ -39,8 +40,8 @@ def lower(integerizer, var: relax.Var, call: relax.Call, x):
         _last_axis(var, [call.attrs.axis], ndim)
         in_scale = float(x.qtype.scale)
         scores = integerizer.calibration.values[x.source] / in_scale
-        params = shiftmax.shiftmax_params(in_scale, np.round(scores))
-        return integerizer._add(ip.NonLinear, (x,), shiftmax.OUTPUT_DTYPE, x.qtype.shape, params.output_scale,
+        params = shiftmax.shiftmax_params(in_scale, np.round(scores), output_dtype=integerizer.softmax_dtype)
+        return integerizer._add(ip.NonLinear, (x,), params.output_dtype, x.qtype.shape, params.output_scale,
                                 source=var.name, kind="softmax", params=params,
                                 reference_fn=shiftmax.shiftmax_reference, emit_fn=shiftmax.emit_shiftmax)
     return _lower_gelu(integerizer, var, x)

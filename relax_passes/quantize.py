@@ -16,7 +16,7 @@ from .calibrate import OBSERVERS, Calibration, calibrate
 from .fold_input_normalization import FoldInputNormalization
 from .integer_program import Program
 from .integerize import integerize
-from .nonlinear import GELU_VARIANTS
+from .nonlinear import GELU_VARIANTS, SOFTMAX_DTYPES
 from .verify_integer_only import verify_integer_only
 
 
@@ -30,6 +30,7 @@ class QuantizedModel:
     calibration: Calibration
     observer: str
     gelu: str
+    softmax_dtype: str
 
     @property
     def input_shape(self) -> tuple:
@@ -95,15 +96,22 @@ def float_module(imported) -> tvm.IRModule:
 
 
 def quantize_model(imported, calibration_images, *, observer: str = "minmax", gelu: str = "lambda_shift",
-                   progress: bool = True) -> QuantizedModel:
-    """Calibrate on ``calibration_images`` (uint8 [N,H,W,3]; one is the default use) and integerize."""
+                   softmax_dtype: str = "int16", progress: bool = True) -> QuantizedModel:
+    """Calibrate on ``calibration_images`` (uint8 [N,H,W,3]; one is the default use) and integerize.
+
+    ``observer``: activation clipping (minmax | percentile | mse); ``gelu``: lambda_shift | shift | poly;
+    ``softmax_dtype``: Shiftmax output, int16 (scale 2**-15, default) or uint8 (scale 2**-8: too coarse
+    for rows of 256 tokens, where most probabilities are below one LSB).
+    """
     if observer not in OBSERVERS:
         raise UserError(f"unknown observer {observer!r}; use one of {', '.join(OBSERVERS)}")
     if gelu not in GELU_VARIANTS:
         raise UserError(f"unknown GELU variant {gelu!r}; use one of {', '.join(GELU_VARIANTS)}")
+    if softmax_dtype not in SOFTMAX_DTYPES:
+        raise UserError(f"unknown softmax dtype {softmax_dtype!r}; use one of {', '.join(SOFTMAX_DTYPES)}")
     inputs = model_inputs(imported, calibration_images)
     mod = float_module(imported)
     calibration = calibrate(mod, inputs, progress=progress)
-    program = integerize(mod["main"], calibration, observer=observer, gelu=gelu)
+    program = integerize(mod["main"], calibration, observer=observer, gelu=gelu, softmax_dtype=softmax_dtype)
     integer_mod = verify_integer_only(program.to_relax())
-    return QuantizedModel(program, integer_mod, mod, calibration, observer, gelu)
+    return QuantizedModel(program, integer_mod, mod, calibration, observer, gelu, softmax_dtype)

@@ -1,0 +1,208 @@
+"""Accuracy benchmark: ``python -m relax_passes.benchmark`` -> build/accuracy.json and build/accuracy.md.
+
+Measures, on the held-out test split, the integer model made with ONE calibration image (the first
+training scene) against the float model it came from: mIoU, per-class IoU, pixel agreement of the
+class maps; the ablations (GELU variant, 1 vs 32 calibration images, observer); per-layer SQNR; the
+size of the integer constants; and, as a peer in the same run, ONNX Runtime's static int8 QDQ
+quantization (per-channel weights) of the same model's ONNX export. Both models run on the host:
+the float and integer Relax modules with the TVM llvm VM, the peer with onnxruntime.
+"""
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("TVM_NUM_THREADS", "1")  # a shared machine: one core for the benchmark
+
+import numpy as np  # noqa: E402
+import tvm  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+from tvm import relax  # noqa: E402
+
+import frontend  # noqa: E402
+import segdata  # noqa: E402
+from common.errors import UserError  # noqa: E402
+from common.paths import BUILD_DIR, MODEL_DIR  # noqa: E402
+from segmenter.evaluate import miou  # noqa: E402
+
+from . import integer_program as ip  # noqa: E402
+from .calibrate import with_all_intermediates  # noqa: E402
+from .quantize import model_inputs, quantize_model  # noqa: E402
+
+BASELINE = {"observer": "minmax", "gelu": "lambda_shift", "softmax_dtype": "int16", "calibration_images": 1}
+ABLATIONS = [{"gelu": "shift"}, {"gelu": "poly"}, {"softmax_dtype": "uint8"}, {"calibration_images": 32},
+             {"observer": "percentile"}, {"observer": "mse"}]
+OPTIONS = ("observer", "gelu", "softmax_dtype")
+SQNR_IMAGES = 8
+
+
+def predict(mod: tvm.IRModule, inputs, desc: str) -> np.ndarray:
+    """Run ``main`` of ``mod`` (TVM llvm VM) on each input; class maps uint8 [N,H,W] (argmax of float logits)."""
+    vm = relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu())
+    maps = []
+    for x in tqdm(inputs, desc=desc, unit="img", leave=False):
+        out = vm["main"](tvm.runtime.tensor(x)).numpy()
+        maps.append(out[0] if out.dtype == np.uint8 else out[0].argmax(0).astype(np.uint8))
+    return np.stack(maps)
+
+
+def scores(pred, labels, reference=None) -> dict:
+    result = miou(pred, labels, len(segdata.CLASSES))
+    if reference is not None:
+        result["pixel_agreement_with_float"] = float(np.mean(pred == reference))
+    return result
+
+
+def per_layer_sqnr(model, images) -> list[dict]:
+    """SQNR (dB) of each dequantized integer value against its float variable, over ``images``."""
+    func, names = with_all_intermediates(model.float_mod["main"])
+    vm = relax.VirtualMachine(tvm.compile(tvm.IRModule({"main": func}), "llvm"), tvm.cpu())
+    signal, noise = {}, {}
+    for image in images:
+        floats = dict(zip(names, (t.numpy() for t in vm["main"](tvm.runtime.tensor(
+            image.transpose(2, 0, 1)[None].astype(np.float32))))))
+        values = model.intermediates(image[None])
+        for op in model.program.ops:
+            if not isinstance(op, (ip.Conv2d, ip.Dense, ip.Matmul, ip.Add, ip.NonLinear)):
+                continue
+            real = floats.get(op.source)
+            if real is None or real.shape != values[op.out].shape:
+                continue
+            approx = values[op.out].astype(np.float64) * op.qtype.scale
+            signal[op.out] = signal.get(op.out, 0.0) + float(np.sum(real.astype(np.float64) ** 2))
+            noise[op.out] = noise.get(op.out, 0.0) + float(np.sum((real - approx) ** 2))
+    rows = []
+    for op in model.program.ops:
+        if op.out in signal:
+            db = 10 * np.log10(signal[op.out] / noise[op.out]) if noise[op.out] > 0 else float("inf")
+            rows.append({"op": op.out, "kind": getattr(op, "kind", "") or type(op).__name__, "float_var": op.source,
+                         "dtype": op.qtype.dtype, "sqnr_db": round(float(db), 2)})
+    return rows
+
+
+def size_report(model) -> dict:
+    weights = sum(op.weight.nbytes for op in model.program.ops if isinstance(op, (ip.Conv2d, ip.Dense)))
+    float_weights = 4 * sum(op.weight.size for op in model.program.ops if isinstance(op, (ip.Conv2d, ip.Dense)))
+    return {"integer_constant_bytes": model.weight_bytes, "float32_constant_bytes": model.float_weight_bytes,
+            "ratio_all_constants": round(model.float_weight_bytes / model.weight_bytes, 3),
+            "int8_weight_tensor_bytes": weights, "float32_weight_tensor_bytes": float_weights,
+            "ratio_weight_tensors": round(float_weights / weights, 3)}
+
+
+def onnxruntime_peer(onnx_path, calibration, test_images, labels, float_maps) -> dict:
+    """onnxruntime static int8 QDQ (per-channel weights, int8 activations) calibrated on ``calibration``."""
+    import tempfile
+
+    import onnxruntime
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    name = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{name: img.transpose(2, 0, 1)[None].astype(np.float32)} for img in calibration])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "int8.onnx")
+        quantize_static(str(onnx_path), out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = onnxruntime.InferenceSession(out, options, providers=["CPUExecutionProvider"])
+        maps = np.stack([session.run(None, {name: img.transpose(2, 0, 1)[None].astype(np.float32)})[0][0].argmax(0)
+                         for img in tqdm(test_images, desc="onnxruntime int8", unit="img", leave=False)])
+    return scores(maps.astype(np.uint8), labels, float_maps)
+
+
+def run(model_path, n_test=None) -> dict:
+    imported = frontend.load(model_path)
+    test_images, labels = segdata.load_split("test", n_test)
+    calibration, _ = segdata.load_split("train", 32)
+    started = time.time()
+    report = {"model": str(model_path), "test_split_images": len(test_images),
+              "calibration": "first 1 (baseline) or 32 scenes of the train split", "configs": []}
+
+    baseline = quantize_model(imported, calibration[:1], **{k: BASELINE[k] for k in OPTIONS})
+    float_maps = predict(baseline.float_mod, model_inputs(imported, test_images), "float (TVM)")
+    report["float"] = scores(float_maps, labels)
+    for change in [{}] + ABLATIONS:
+        config = {**BASELINE, **change}
+        model = baseline if not change else quantize_model(
+            imported, calibration[:config["calibration_images"]], **{k: config[k] for k in OPTIONS})
+        maps = predict(model.mod, [img[None] for img in test_images], f"integer {change or 'baseline'}")
+        result = scores(maps, labels, float_maps)
+        result["miou_ratio_to_float"] = result["miou"] / report["float"]["miou"]
+        report["configs"].append({**config, **result})
+    report["per_layer_sqnr"] = per_layer_sqnr(baseline, test_images[:SQNR_IMAGES])
+    report["size"] = size_report(baseline)
+    onnx_path = MODEL_DIR / "segmenter.onnx"
+    if onnx_path.is_file():
+        report["onnxruntime_int8_qdq"] = {
+            f"{n}_calibration_images": onnxruntime_peer(onnx_path, calibration[:n], test_images, labels, float_maps)
+            for n in (1, 32)}
+        report["onnxruntime_int8_qdq"]["note"] = ("ONNX Runtime QDQ: int8 conv/matmul, but LayerNorm, GELU and "
+                                                  "softmax run in float (dequantize -> float op -> quantize): "
+                                                  "not integer-only")
+    report["wall_s"] = round(time.time() - started, 1)
+    return report
+
+
+def markdown(report) -> str:
+    f = report["float"]
+    base = report["configs"][0]
+    lines = [f"# Integer-only Segmenter: accuracy on the test split ({report['test_split_images']} scenes)", "",
+             f"Model `{report['model']}`; calibration: {report['calibration']}.", "",
+             "| model | mIoU | int/float mIoU | pixel agreement with float | pixel accuracy |", "|---|---|---|---|---|",
+             f"| float (TVM llvm) | {f['miou']:.4f} | 1 | 1 | {f['pixel_accuracy']:.4f} |"]
+    for c in report["configs"]:
+        name = (f"integer, GELU {c['gelu']}, softmax {c['softmax_dtype']}, {c['observer']}, "
+                f"{c['calibration_images']} calib. image(s)")
+        lines.append(f"| {name} | {c['miou']:.4f} | {c['miou_ratio_to_float']:.4f} | "
+                     f"{c['pixel_agreement_with_float']:.4f} | {c['pixel_accuracy']:.4f} |")
+    for key, peer in report.get("onnxruntime_int8_qdq", {}).items():
+        if isinstance(peer, dict):
+            lines.append(f"| ONNX Runtime int8 QDQ per-channel, {key.replace('_', ' ')} (not integer-only) | "
+                         f"{peer['miou']:.4f} | {peer['miou'] / f['miou']:.4f} | "
+                         f"{peer['pixel_agreement_with_float']:.4f} | {peer['pixel_accuracy']:.4f} |")
+    lines += ["", "## Per-class IoU (baseline integer vs float)", "", "| class | float | integer |", "|---|---|---|"]
+    lines += [f"| {name} | {a:.4f} | {b:.4f} |"
+              for name, a, b in zip(segdata.CLASSES, f["per_class_iou"], base["per_class_iou"])]
+    s = report["size"]
+    lines += ["", "## Size", "",
+              f"- all integer constants (weights, biases, multipliers as stored, tables): "
+              f"{s['integer_constant_bytes']} B vs float32 {s['float32_constant_bytes']} B: "
+              f"**{s['ratio_all_constants']}x** smaller",
+              f"- weight tensors alone: int8 {s['int8_weight_tensor_bytes']} B vs float32 "
+              f"{s['float32_weight_tensor_bytes']} B: {s['ratio_weight_tensors']}x",
+              "", f"## Per-layer SQNR (baseline, first {SQNR_IMAGES} test scenes)", "",
+              "| op | kind | float var | dtype | SQNR dB |", "|---|---|---|---|---|"]
+    lines += [f"| {r['op']} | {r['kind']} | {r['float_var']} | {r['dtype']} | {r['sqnr_db']} |"
+              for r in report["per_layer_sqnr"]]
+    lines += ["", f"Wall time: {report['wall_s']} s."]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(MODEL_DIR / "segmenter.pt2"), help="float model (.pt2/.onnx/.tflite)")
+    parser.add_argument("-n", type=int, default=None, help="first n test scenes only (default: all)")
+    parser.add_argument("--out-dir", default=str(BUILD_DIR))
+    args = parser.parse_args()
+    try:
+        report = run(args.model, args.n)
+    except UserError as err:
+        raise SystemExit(f"error: {err}") from None
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(os.path.join(args.out_dir, "accuracy.json"), "w") as file:
+        json.dump(report, file, indent=1)
+    text = markdown(report)
+    with open(os.path.join(args.out_dir, "accuracy.md"), "w") as file:
+        file.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
