@@ -63,6 +63,19 @@ def check_memory(program: StaticProgram, plan: ArenaPlan, board: Board) -> dict:
             "arena_ratio": round(plan.ratio, 4), "stack_reserved_bytes": board.stack_size}
 
 
+STACK_MARGIN = 1024  # bytes for isegmenter_run's and main's frames and the fault handler
+
+
+def check_stack(frames: dict[str, int], board: Board) -> None:
+    """The largest function frame (kernels are leaves below isegmenter_run) must fit the reserved stack."""
+    if not frames:
+        return
+    name, frame = max(frames.items(), key=lambda kv: kv[1])
+    if frame + STACK_MARGIN > board.stack_size:
+        raise UserError(f"function {name[:60]} needs {frame} B of stack but {board.name} reserves "
+                        f"{board.stack_size} B; schedule that kernel (or raise the board's stack_size)")
+
+
 def check_images(images: list[np.ndarray], program: StaticProgram) -> None:
     expected = program.tensors[program.input_index]
     for i, image in enumerate(images):
@@ -130,6 +143,7 @@ def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], outp
         stack = measure.stack_usage(staging / "obj")
         report["stack_bytes_max_function"] = max(stack.values(), default=0)
         report["stack_bytes_per_function"] = stack
+        check_stack(stack, board)
         step("build")
         report["float_free"] = proofs.prove_float_free(board, elf)
         step("prove")

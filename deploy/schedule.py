@@ -33,10 +33,10 @@ def _loads(body: str, names) -> int:
 def _inlining_duplicates_work(sch: s_tir.Schedule, block_rv) -> bool:
     """Whether inlining ``block_rv`` would copy a multi-load expression to several use sites."""
     block = sch.get(block_rv)
+    if _loads(str(block.body), {region.source.name for region in block.reads}) <= 1:
+        return False
     written = {region.source.name for region in block.writes}
-    uses = sum(_loads(str(sch.get(c).body), written) for c in sch.get_consumers(block_rv))
-    own_loads = _loads(str(block.body), {region.source.name for region in block.reads})
-    return uses > 1 and own_loads > 1
+    return sum(_loads(str(sch.get(c).body), written) for c in sch.get_consumers(block_rv)) > 1
 
 
 def _is_spatial(sch: s_tir.Schedule, block_rv) -> bool:
@@ -53,7 +53,6 @@ def _inline_all(sch: s_tir.Schedule, func_name: str, params) -> None:
             try:
                 sch.compute_inline(block_rv)
                 changed = True
-                break
             except s_tir.ScheduleError:
                 continue
 
@@ -84,16 +83,25 @@ def _spatial_depth(sch: s_tir.Schedule, block_rv) -> int:
     return depth
 
 
-def _fuse_epilogues(sch: s_tir.Schedule, func_name: str, params) -> None:
+def _same_nest(sch: s_tir.Schedule, a, b) -> bool:
+    loops_a, loops_b = sch.get_loops(a), sch.get_loops(b)
+    return bool(loops_a and loops_b) and sch.get(loops_a[0]).same_as(sch.get(loops_b[0]))
+
+
+def _fuse_into_producers(sch: s_tir.Schedule, func_name: str) -> None:
+    """Move each block into the loop nest of its last producer, as deep as its data allows.
+
+    One pass in program order suffices: a block's producers have been placed before it is visited."""
     for block_rv in _blocks(sch, func_name):
-        if _writes_param(sch, block_rv, params):
+        producers = sch.get_producers(block_rv)
+        if not producers or _same_nest(sch, producers[-1], block_rv):
             continue
-        depth, loops = _spatial_depth(sch, block_rv), sch.get_loops(block_rv)
-        if depth == 0 or _is_spatial(sch, block_rv) or depth > len(loops):
-            continue
-        for consumer in sch.get_consumers(block_rv):
+        producer = producers[-1]
+        depth = min(_spatial_depth(sch, producer), len(sch.get_loops(producer)))
+        for loop in reversed(sch.get_loops(producer)[:depth]):
             try:
-                sch.reverse_compute_at(consumer, loops[depth - 1])
+                sch.reverse_compute_at(block_rv, loop)
+                break
             except s_tir.ScheduleError:
                 continue
 
@@ -116,6 +124,6 @@ def apply_default_schedules(kernels: tvm.IRModule, skip: frozenset[str] = frozen
             continue
         _inline_all(sch, gv.name_hint, func.params)
         _compute_at_consumers(sch, gv.name_hint, func.params)
-        _fuse_epilogues(sch, gv.name_hint, func.params)
+        _fuse_into_producers(sch, gv.name_hint)
         _decompose_reductions(sch, gv.name_hint)
     return sch.mod

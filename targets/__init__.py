@@ -72,7 +72,7 @@ BOARDS: dict[str, Board] = {
     for board in [
         Board(
             name="cortex-m55",
-            description="Arm Cortex-M55, MPS3 AN547 (ITCM code, QSPI weights, DTCM data)",
+            description="Arm Cortex-M55, MPS3 AN547 (ITCM code, QSPI weights, SRAM data)",
             arch="arm",
             cc="arm-none-eabi-gcc",
             cflags=("-mcpu=cortex-m55+nofp+nomve", "-mfloat-abi=soft", "-mthumb"),
@@ -80,7 +80,7 @@ BOARDS: dict[str, Board] = {
             qemu=_ARM_QEMU,
             qemu_args=("-M", "mps3-an547"),
             flash=Region(0x00000000, 512 * KIB),
-            ram=Region(0x20000000, 512 * KIB),
+            ram=Region(0x21000000, 4 * MIB),
             weights=Region(0x28000000, 8 * MIB),
         ),
         Board(

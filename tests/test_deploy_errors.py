@@ -130,3 +130,12 @@ def test_weights_passed_as_parameters_are_bound(tmp_path):
     np.testing.assert_array_equal(tvm_host_outputs(bound, [values])[0], 2 * values)
     with pytest.raises(UserError, match="main takes 1 weights but 2 were given"):
         bind_weights(bb.get(), [values, values])
+
+
+def test_kernel_stack_frame_larger_than_reserved_stack():
+    from deploy.flow import check_stack
+
+    board = BOARDS["cortex-m4"]
+    check_stack({"small_kernel": 512}, board)
+    with pytest.raises(UserError, match=r"function big_kernel needs 131656 B of stack but cortex-m4 reserves 65536 B"):
+        check_stack({"small_kernel": 512, "big_kernel": 131656}, board)
