@@ -34,26 +34,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_image(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
-    """A PNG/JPEG as uint8 in the model's layout (NHWC or NCHW, batch 1); wrong size is a UserError."""
-    from PIL import Image, UnidentifiedImageError
-
-    channels_first = len(input_shape) == 4 and input_shape[1] == 3
-    height, width = input_shape[2:4] if channels_first else input_shape[1:3]
-    try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such image file") from None
-    except UnidentifiedImageError:
-        raise UserError(f"{path}: not an image PIL can read; give a PNG or JPEG") from None
-    if pixels.shape[:2] != (height, width):
-        raise UserError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]}, the model takes {width}x{height}; "
-                        "resize it first")
-    pixels = pixels.transpose(2, 0, 1) if channels_first else pixels
-    return pixels[None].copy()
-
-
 def default_model() -> Path:
     models = sorted(p for p in MODEL_DIR.glob("*") if p.suffix in MODEL_SUFFIXES) if MODEL_DIR.is_dir() else []
     if not models:
@@ -62,10 +42,11 @@ def default_model() -> Path:
 
 
 def default_images() -> list[Path]:
+    """The shipped test images (the first calibrates, the second is run) when none are given."""
     images = sorted(IMAGES_DIR.glob("test_*[0-9].png")) if IMAGES_DIR.is_dir() else []
     if not images:
         raise UserError(f"no --image given and no test images in {IMAGES_DIR}; pass --image PATH")
-    return images[:1]
+    return images
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     from deploy import flow
+    from deploy.flow import load_image
 
     board = get_board(args.target)
     if args.precision == "fp32":
@@ -95,14 +77,16 @@ def _build(args: argparse.Namespace) -> int:
         input_shape = (1, 16, 16, 3)
     else:
         model_path = args.model or default_model()
-        mod, input_shape = flow.integer_module(model_path, args.calibration_image)
-        reference, name = None, model_path.stem
+        calibration = args.calibration_image or default_images()[0]
+        quantized = flow.integer_module(model_path, calibration)
+        mod, reference, name = quantized.mod, quantized.reference, model_path.stem
+        input_shape = tuple(quantized.input_shape)
     if args.image:
         images = [load_image(p, input_shape) for p in args.image]
     elif args.example == "toy":
         images = [np.random.default_rng(seed).integers(0, 256, input_shape, dtype=np.uint8) for seed in (0, 1)]
     else:
-        images = [load_image(p, input_shape) for p in default_images()]
+        images = [load_image(p, input_shape) for p in default_images()[1:2] or default_images()]
     result = flow.deploy_module(mod, board.name, images, output, run=not args.no_run, numpy_reference=reference,
                                 model_name=name, timeout_s=args.timeout)
     print(f"wrote {result.directory} ({board.name})")

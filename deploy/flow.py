@@ -34,33 +34,38 @@ class DeployResult:
         return bool(self.report.get("run", {}).get("bit_exact", False))
 
 
-def integer_module(model_path: Path, calibration_image: Path | None) -> tuple[tvm.IRModule, tuple[int, ...]]:
-    """Float model file -> (integer-only Relax module with bound weights, its image input shape).
+def integer_module(model_path: Path, calibration_image: Path):
+    """Float model file + one calibration image file -> ``relax_passes.QuantizedModel``.
 
-    Imports the model (``frontend.load``), then needs the integer-only passes, which the lead wires here.
-    """
+    ``.mod`` is the integer-only module (``main(image uint8 NHWC) -> uint8 class map``), ``.reference``
+    its numpy reference and ``.input_shape`` the image shape it takes."""
     from frontend import loader
+    from relax_passes import quantize_model
 
     imported = loader.load(model_path)
-    raise UserError(f"not available yet: the integer-only Relax passes (relax_passes) to quantize "
-                    f"{Path(model_path).name} (input {list(imported.input_shape)}); try --example toy")
+    _, _, height, width = imported.input_shape  # float models take NCHW
+    calibration = load_image(calibration_image, (1, height, width, 3))
+    return quantize_model(imported, calibration, progress=True)
 
 
-def check_memory(program: StaticProgram, plan: ArenaPlan, board: Board) -> dict:
-    """Weights must fit in flash, arena + stack in RAM: one-line error with how much is over."""
-    weights = sum(program.tensors[i].nbytes for i in program.tensors_of_kind("const"))
-    ram = plan.size + board.stack_size
-    room = board.weights_region.size
-    if weights > room:
-        raise UserError(f"model too big for {board.name}: weights need {weights / KIB:.1f} KiB of flash, the board "
-                        f"has {room / KIB:.0f} KiB ({(weights - room) / KIB:.1f} KiB over); "
-                        "use a smaller model or a board with more flash")
-    if ram > board.ram.size:
-        raise UserError(f"model too big for {board.name}: arena {plan.size / KIB:.1f} KiB + stack "
-                        f"{board.stack_size / KIB:.0f} KiB need {ram / KIB:.1f} KiB of RAM, the board has "
-                        f"{board.ram.size / KIB:.0f} KiB ({(ram - board.ram.size) / KIB:.1f} KiB over)")
-    return {"weights_bytes": weights, "arena_bytes": plan.size, "arena_lower_bound_bytes": plan.lower_bound,
-            "arena_ratio": round(plan.ratio, 4), "stack_reserved_bytes": board.stack_size}
+def load_image(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
+    """A PNG/JPEG as uint8 in the model's layout (NHWC or NCHW, batch 1); wrong size is a UserError."""
+    from PIL import Image, UnidentifiedImageError
+
+    channels_first = len(input_shape) == 4 and input_shape[1] == 3
+    height, width = input_shape[2:4] if channels_first else input_shape[1:3]
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such image file") from None
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not an image PIL can read; give a PNG or JPEG") from None
+    if pixels.shape[:2] != (height, width):
+        raise UserError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]}, the model takes {width}x{height}; "
+                        "resize it first")
+    pixels = pixels.transpose(2, 0, 1) if channels_first else pixels
+    return pixels[None].copy()
 
 
 STACK_MARGIN = 1024  # bytes for isegmenter_run's and main's frames and the fault handler

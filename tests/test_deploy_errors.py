@@ -9,7 +9,8 @@ from PIL import Image
 import targets
 from common.errors import UserError
 from deploy import qemu
-from deploy.build import load_image, main as build_main
+from deploy.build import main as build_main
+from deploy.flow import load_image
 from deploy.examples import toy_segmenter
 from deploy.flow import deploy_module
 from targets import BOARDS, Region
