@@ -68,6 +68,23 @@ def load_image(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
     return pixels[None].copy()
 
 
+def check_memory(program: StaticProgram, plan: ArenaPlan, board: Board) -> dict:
+    """Weights must fit in flash, arena + stack in RAM: one-line error with how much is over."""
+    weights = sum(program.tensors[i].nbytes for i in program.tensors_of_kind("const"))
+    ram = plan.size + board.stack_size
+    room = board.weights_region.size
+    if weights > room:
+        raise UserError(f"model too big for {board.name}: weights need {weights / KIB:.1f} KiB of flash, the board "
+                        f"has {room / KIB:.0f} KiB ({(weights - room) / KIB:.1f} KiB over); "
+                        "use a smaller model or a board with more flash")
+    if ram > board.ram.size:
+        raise UserError(f"model too big for {board.name}: arena {plan.size / KIB:.1f} KiB + stack "
+                        f"{board.stack_size / KIB:.0f} KiB need {ram / KIB:.1f} KiB of RAM, the board has "
+                        f"{board.ram.size / KIB:.0f} KiB ({(ram - board.ram.size) / KIB:.1f} KiB over)")
+    return {"weights_bytes": weights, "arena_bytes": plan.size, "arena_lower_bound_bytes": plan.lower_bound,
+            "arena_ratio": round(plan.ratio, 4), "stack_reserved_bytes": board.stack_size}
+
+
 STACK_MARGIN = 1024  # bytes for isegmenter_run's and main's frames and the fault handler
 
 
