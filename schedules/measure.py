@@ -102,11 +102,12 @@ class FirmwareKit:
     """
 
     def __init__(self, board: Board, case: KernelCase, directory: Path, extra_sources: dict[str, str] | None = None,
-                 init: str = ""):
+                 init: str = "", extra_cflags: tuple[str, ...] = ()):
         self.board, self.case, self.directory = board, case, Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.cflags = [*board_cflags(board), "-I", str(board.startup_sources[0].parent), "-I", str(self.directory)]
         self.cflags.remove("-fstack-usage")
+        self.cflags += extra_cflags
         (self.directory / "linker.ld").write_text(linker_script(board))
         self.extra_sources, self.init = extra_sources or {}, init
         for name, text in self.extra_sources.items():
@@ -246,8 +247,12 @@ class QemuRunner(ms.runner.PyRunner):
 
 def measure_module(kit: FirmwareKit, mod: tvm.IRModule) -> int:
     """Instructions per call of an already-scheduled kernel module (e.g. the deploy default schedule)."""
+    return measure_source(kit, candidate_c_source(mod, mcpu_of(kit.board)))
+
+
+def measure_source(kit: FirmwareKit, source: str) -> int:
+    """Instructions per call of a C kernel ``source`` that defines (and declares) ``KERNEL_SYMBOL``."""
     directory = Path(tempfile.mkdtemp(prefix="fixed_", dir=kit.directory))
-    source = candidate_c_source(mod, mcpu_of(kit.board))
     kit.prepare(_PROTOTYPE.search(source).group(0))
     (directory / "kernel.c").write_text(source)
     return measure_firmware(kit, kit.link(directory / "kernel.c"))
