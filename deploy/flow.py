@@ -219,5 +219,6 @@ def markdown_report(report: dict) -> str:
         lines += ["", f"## Instructions per image: {instructions['network_per_image']}", "",
                   "| kernel | instructions | MACs |", "|---|---:|---:|"]
         macs = {k["name"]: k["macs"] for k in report["kernels"]}
-        lines += [f"| {k} | {v} | {macs.get(k, '')} |" for k, v in instructions["per_kernel_per_image"].items()]
+        lines += [f"| {k if len(k) <= 80 else k[:77] + '...'} | {v} | {macs.get(k, '')} |"
+                  for k, v in instructions["per_kernel_per_image"].items()]
     return "\n".join(lines) + "\n"
