@@ -2,6 +2,7 @@
 reproduces the recorded instruction count, bit-exact), and every way a log can be wrong for this build."""
 import json
 import shutil
+import warnings
 
 import pytest
 import tvm
@@ -128,3 +129,27 @@ def test_kernels_the_log_does_not_know_stay_untouched(tuned, proj):
 def test_trials_already_in_the_log_are_counted(tuned, proj):
     database = open_database(tuned[0])
     assert measured_trials(database, proj.mod["proj"]) == TRIALS
+
+
+def test_committed_log_applies_to_every_segmenter_kernel():
+    from schedules.tune import COMMITTED_LOGS
+
+    cases = [kernel_case(spec) for spec in KERNELS.values()]
+    kernels = tvm.IRModule({gv: f for c in cases for gv, f in c.mod.functions.items()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TuningLogWarning)
+        _, names = apply_tuning_log(kernels, TARGET, COMMITTED_LOGS / BUILTIN_MODEL / TARGET)
+    assert sorted(names) == sorted(KERNELS)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--trials", "0"], "--trials must be at least 1"),
+    (["--kernel", "nope"], "unknown kernel(s) nope"),
+    (["--model", "missing.onnx"], "model file missing.onnx not found"),
+])
+def test_cli_bad_input_is_one_line(argv, message, capsys, tmp_path):
+    from schedules.tune import main
+
+    assert main([*argv, "--log-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
