@@ -3,6 +3,7 @@
 Rewrites (float to float, exact up to float rounding)::
 
     y = conv2d(((x / 255) - mean) / std, W)         # any chain of +, -, *, / by per-channel constants
+                                                    # (and of permute_dims that ends in x's layout)
     ->
     y = conv2d(x, W * a) + conv2d(b, W)              # x * a + b is the chain as one affine map
 
@@ -25,24 +26,28 @@ def fold_affine_reference(weight, a, b):
     return folded.astype(weight.dtype), bias.astype(weight.dtype)
 
 
-def _channel_vector(const: relax.Expr, channels: int):
-    """A constant that broadcasts per channel of an NCHW tensor, as a (C,) array, or None."""
+def _channel_vector(const: relax.Expr, channels: int, axis: int, ndim: int):
+    """A constant that broadcasts per channel along ``axis`` of a rank-``ndim`` tensor, as (C,), or None."""
     if not isinstance(const, tvm.ir.Constant):
         return None
     value = const.value.numpy().astype(np.float64)
     if value.size == 1:
         return np.full(channels, value.item())
-    if value.ndim <= 4 and (1,) * (4 - value.ndim) + value.shape == (1, channels, 1, 1):
+    shape = [1] * ndim
+    shape[axis] = channels
+    if value.ndim <= ndim and (1,) * (ndim - value.ndim) + value.shape == tuple(shape):
         return value.reshape(-1)
     return None
 
 
 @mutator
 class _Folder(PyExprMutator):
+    """Tracks ``var = permute(image * a + b, perm)`` (``a``, ``b`` per image channel) through the graph."""
+
     def __init__(self, mod, image: relax.Var):
         super().__init__(mod)
         channels = int(image.ty.shape[1])
-        self.affine = {image: (np.ones(channels), np.zeros(channels))}  # var -> (a, b): var = image * a + b
+        self.affine = {image: (np.ones(channels), np.zeros(channels), (0, 1, 2, 3))}
         self.image = image
 
     def _affine_of(self, expr):
@@ -57,6 +62,11 @@ class _Folder(PyExprMutator):
         super().visit_var_binding_(binding)
 
     def _track(self, call):
+        if call.op.name == "relax.permute_dims":
+            form = self._affine_of(call.args[0])
+            if form is None or call.attrs.axes is None:
+                return None
+            return form[0], form[1], tuple(form[2][int(a)] for a in call.attrs.axes)
         if call.op.name not in _AFFINE_OPS or len(call.args) != 2:
             return None
         lhs, rhs = call.args
@@ -66,23 +76,23 @@ class _Folder(PyExprMutator):
             form, const = self._affine_of(rhs), lhs
         if form is None:
             return None
-        c = _channel_vector(const, len(form[0]))
+        a, b, perm = form
+        c = _channel_vector(const, len(a), perm.index(1), len(perm))
         if c is None:
             return None
-        a, b = form
         if call.op.name == "relax.add":
-            return a, b + c
+            return a, b + c, perm
         if call.op.name == "relax.subtract":
-            return a, b - c
+            return a, b - c, perm
         if call.op.name == "relax.multiply":
-            return a * c, b * c
-        return a / c, b / c
+            return a * c, b * c, perm
+        return a / c, b / c, perm
 
     def visit_call_(self, call):
         if call.op == tvm.ir.Op.get("relax.nn.conv2d"):
             form = self._affine_of(call.args[0])
-            if form is not None and isinstance(call.args[1], tvm.ir.Constant):
-                return self._fold(call, *form)
+            if form is not None and form[2] == (0, 1, 2, 3) and isinstance(call.args[1], tvm.ir.Constant):
+                return self._fold(call, form[0], form[1])
         return super().visit_call_(call)
 
     def _fold(self, call, a, b):

@@ -244,17 +244,20 @@ class Take(IntOp):
 
 @dataclass
 class StridedSlice(IntOp):
-    axis: int = 0
-    begin: int = 0
-    end: int = 0
+    """Unit-stride slice ``begin[i]:end[i]`` along each of ``axes``."""
+
+    axes: tuple = ()
+    begin: tuple = ()
+    end: tuple = ()
 
     def reference(self, x):
         index = [slice(None)] * x.ndim
-        index[self.axis] = slice(self.begin, self.end)
+        for axis, begin, end in zip(self.axes, self.begin, self.end):
+            index[axis] = slice(begin, end)
         return x[tuple(index)]
 
     def emit(self, bb, x):
-        return bb.emit(relax.op.strided_slice(x, [self.axis], [self.begin], [self.end]))
+        return bb.emit(relax.op.strided_slice(x, list(self.axes), list(self.begin), list(self.end)))
 
 
 @dataclass

@@ -318,11 +318,12 @@ class Integerizer:
             cls, fields = ip.Take, {"indices": indices.astype(np.int32), "axis": int(call.attrs.axis) % len(in_shape)}
         else:  # strided_slice
             axes, begin, end = (_ints(a) for a in call.args[1:4])
-            strides = _ints(call.args[4]) if len(call.args) > 4 else [1]
-            if len(axes) != 1 or strides != [1]:
-                raise UserError(f"{var.name}: only single-axis unit-stride strided_slice is supported")
-            axis = axes[0] % len(in_shape)
-            cls, fields = ip.StridedSlice, {"axis": axis, "begin": begin[0], "end": min(end[0], in_shape[axis])}
+            strides = _ints(call.args[4]) if len(call.args) > 4 else [1] * len(axes)
+            if any(s != 1 for s in strides) or any(b < 0 or e < 0 for b, e in zip(begin, end)):
+                raise UserError(f"{var.name}: only unit-stride strided_slice with non-negative bounds is supported")
+            axes = [a % len(in_shape) for a in axes]
+            cls, fields = ip.StridedSlice, {"axes": tuple(axes), "begin": tuple(begin),
+                                            "end": tuple(min(e, in_shape[a]) for a, e in zip(axes, end))}
         if const:
             qtype = ip.QType("float32", shape, np.asarray(1.0))
             return cls(out="", inputs=(), qtype=qtype, **fields).reference(x)
@@ -331,28 +332,30 @@ class Integerizer:
 
     def _resize(self, var, call):
         attrs = call.attrs
-        if attrs.method != "nearest_neighbor" or attrs.layout != "NCHW":
-            raise UserError(f"{var.name}: only nearest-neighbour NCHW resize2d is supported (I-Segmenter uses nearest)")
+        if attrs.method != "nearest_neighbor" or attrs.layout not in ("NCHW", "NHWC"):
+            raise UserError(f"{var.name}: only nearest-neighbour NCHW/NHWC resize2d is supported "
+                            "(I-Segmenter uses nearest)")
         x = self.values[call.args[0].name]
-        out_hw = tuple(int(d) for d in list(var.ty.shape)[2:])
-        indices = [nearest_indices(n_in, n_out, attrs.coordinate_transformation_mode, attrs.rounding_method)
-                   for n_in, n_out in zip(x.qtype.shape[2:], out_hw)]
-        first_axis = 2
-        if var.name == self.output_name:  # argmax at the low resolution, then gather the class map
-            x = self._classes(x)
-            first_axis = 1
-        for offset, index in enumerate(indices):
+        channel_axis, spatial = (1, (2, 3)) if attrs.layout == "NCHW" else (3, (1, 2))
+        out_shape = [int(d) for d in var.ty.shape]
+        indices = [nearest_indices(x.qtype.shape[a], out_shape[a], attrs.coordinate_transformation_mode,
+                                   attrs.rounding_method) for a in spatial]
+        is_output = var.name == self.output_name
+        if is_output:  # argmax at the low resolution, then gather the class map
+            x = self._classes(x, channel_axis)
+            spatial = tuple(a - (a > channel_axis) for a in spatial)
+        for axis, index in zip(spatial, indices):
             shape = list(x.qtype.shape)
-            shape[first_axis + offset] = len(index)
+            shape[axis] = len(index)
             x = self._add(ip.Take, (x,), x.qtype.dtype, shape, x.qtype.scale, source=var.name,
-                          indices=index, axis=first_axis + offset)
-        if var.name == self.output_name:
+                          indices=index, axis=axis)
+        if is_output:
             self.program.output = x.name
         return x
 
-    def _classes(self, logits: IntValue) -> IntValue:
-        shape = logits.qtype.shape[:1] + logits.qtype.shape[2:]
-        return self._add(ip.ArgMax, (logits,), "uint8", shape, 1.0, source=logits.source, axis=1)
+    def _classes(self, logits: IntValue, axis: int = 1) -> IntValue:
+        shape = logits.qtype.shape[:axis] + logits.qtype.shape[axis + 1:]
+        return self._add(ip.ArgMax, (logits,), "uint8", shape, 1.0, source=logits.source, axis=axis)
 
     def _nonlinear(self, var, call):
         x = self.values[call.args[0].name]

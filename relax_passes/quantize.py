@@ -1,6 +1,6 @@
 """``quantize_model``: a float imported model + calibration images -> an integer-only Relax module.
 
-Pipeline: bind the weights -> :class:`FoldInputNormalization` -> :func:`calibrate` (TVM llvm build of
+Pipeline: bind the weights -> convolutions to NCHW/OIHW -> :class:`FoldInputNormalization` -> :func:`calibrate` (TVM llvm build of
 the float module, every intermediate) -> :func:`integerize` (the integer program) -> integer Relax
 ``main(image: uint8 [1,H,W,3]) -> uint8 [1,H,W]`` class map -> :class:`VerifyIntegerOnly`.
 """
@@ -92,7 +92,8 @@ def float_module(imported) -> tvm.IRModule:
         raise UserError(f"{imported.source_path or 'model'}: input must be one float NCHW image, got "
                         f"{imported.input_dtype} {list(imported.input_shape)}")
     bound, _ = bind_weights(imported.mod, imported.params)
-    return FoldInputNormalization()(bound)
+    nchw = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NCHW", "OIHW"]})(bound)  # e.g. TFLite's NHWC
+    return FoldInputNormalization()(relax.transform.FoldConstant()(nchw))
 
 
 def quantize_model(imported, calibration_images, *, observer: str = "minmax", gelu: str = "lambda_shift",

@@ -70,3 +70,22 @@ def test_padded_conv_is_left_alone():
         bb.emit_func_output(out)
     mod = bb.get()
     tvm.ir.assert_structural_equal(FoldInputNormalization()(mod), mod)
+
+
+def test_folds_through_a_layout_round_trip():
+    """TFLite-style NCHW -> NHWC -> NCHW permutes between the normalisation and the conv still fold."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 3, 4, 4), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            centred = bb.emit(relax.op.subtract(relax.op.divide(x, relax.const(255.0, "float32")), relax.const(MEAN)))
+            nhwc = bb.emit(relax.op.permute_dims(centred, [0, 2, 3, 1]))
+            scaled = bb.emit(relax.op.divide(nhwc, relax.const(STD.reshape(1, 1, 1, 3))))
+            nchw = bb.emit(relax.op.permute_dims(scaled, [0, 3, 1, 2]))
+            out = bb.emit_output(relax.op.nn.conv2d(nchw, relax.const(WEIGHT), strides=[2, 2]))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    folded = FoldInputNormalization()(mod)
+    tvm.ir.assert_structural_equal(folded, expected(), map_free_vars=True)
+    image = RNG.integers(0, 256, size=(1, 3, 4, 4)).astype("float32")
+    np.testing.assert_allclose(run_on_host(folded, image)[0], run_on_host(mod, image)[0], rtol=1e-4, atol=1e-4)

@@ -97,3 +97,10 @@ def test_bad_calibration_input_is_a_user_error(imported, images):
         quantize_model(imported, images[:1], observer="max", progress=False)
     with pytest.raises(UserError, match="unknown GELU"):
         quantize_model(imported, images[:1], gelu="tanh", progress=False)
+
+
+def test_onnx_export_gives_the_same_integer_class_maps(model, images):
+    """segmenter.onnx and segmenter.pt2 are exported together from the same weights: same integer model."""
+    from_onnx = quantize_model(frontend.load(MODEL_DIR / "segmenter.onnx"), images[:1], progress=False)
+    for image in images:
+        assert np.array_equal(from_onnx.reference(image[None]), model.reference(image[None]))
