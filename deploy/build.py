@@ -30,6 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="project directory (default: build/<target>)")
     parser.add_argument("--no-run", action="store_true", help="write and compile the project, do not run QEMU")
     parser.add_argument("--precision", choices=["int8", "fp32"], default="int8")
+    parser.add_argument("--tuning-log", type=Path, help="schedules tuning log directory (python -m schedules.tune)")
     parser.add_argument("--timeout", type=float, default=120.0, help="QEMU wall-clock limit in seconds")
     return parser.parse_args(argv)
 
@@ -88,7 +89,7 @@ def _build(args: argparse.Namespace) -> int:
     else:
         images = [load_image(p, input_shape) for p in default_images()[1:2] or default_images()]
     result = flow.deploy_module(mod, board.name, images, output, run=not args.no_run, numpy_reference=reference,
-                                model_name=name, timeout_s=args.timeout)
+                                model_name=name, tuning_log=args.tuning_log, timeout_s=args.timeout)
     print(f"wrote {result.directory} ({board.name})")
     print((result.directory / "report.md").read_text())
     if not result.report["float_free"]["ok"]:

@@ -37,7 +37,9 @@ def c_type(dtype: str) -> str:
 
 
 def clean_kernel_source(source: str) -> str:
-    """The codegen's C with TVM's export macros, C++ guards and globals removed."""
+    """The codegen's C with TVM's export macros, C++ guards and globals removed.
+
+    Extern micro-kernels (``T.call_extern``) keep the declaration the codegen writes for them."""
     for pattern in _CODEGEN_NOISE:
         source = pattern.sub("", source)
     source = source.replace("TVM_DLL ", "")
@@ -105,11 +107,15 @@ def emit_executor(program: StaticProgram, plan: ArenaPlan, kernel_source: str) -
     )
 
 
-def emit_sources(program: StaticProgram, plan: ArenaPlan, mcpu: str = "") -> dict[str, str]:
-    """File name -> C source of the deployable library for ``program`` with arena ``plan``."""
+def emit_sources(program: StaticProgram, plan: ArenaPlan, mcpu: str = "",
+                 extern_sources: dict[str, str] | None = None) -> dict[str, str]:
+    """File name -> C source of the deployable library for ``program`` with arena ``plan``.
+
+    ``extern_sources``: micro-kernels called by tensorized kernels, shipped alongside."""
     kernel_source = clean_kernel_source(kernels_to_c(program.kernels, mcpu))
     return {
         "isegmenter.h": emit_header(program, plan),
         "isegmenter.c": emit_executor(program, plan, kernel_source),
         "isegmenter_kernels.c": kernel_source,
+        **(extern_sources or {}),
     }

@@ -123,9 +123,13 @@ def bind_weights(mod: tvm.IRModule, params: list[np.ndarray]) -> tvm.IRModule:
 
 
 def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], output_dir: Path, *,
-                  run: bool = True, numpy_reference=None, model_name: str = "model", tuning_log: str | None = None,
-                  timeout_s: float = qemu.DEFAULT_TIMEOUT_S, sanitize: bool = False) -> DeployResult:
-    """Deploy ``mod`` to ``target``: write ``output_dir``, build, prove float-free, run, compare, measure."""
+                  run: bool = True, numpy_reference=None, model_name: str = "model", tuning_log: Path | None = None,
+                  extern_sources: dict[str, str] | None = None, timeout_s: float = qemu.DEFAULT_TIMEOUT_S,
+                  sanitize: bool = False) -> DeployResult:
+    """Deploy ``mod`` to ``target``: write ``output_dir``, build, prove float-free, run, compare, measure.
+
+    ``tuning_log``: a ``schedules`` tuning log directory; its kernels replace the default schedules.
+    ``extern_sources``: C micro-kernels that tensorized kernels call (``schedules.tensorize``)."""
     board = get_board(target)
     steps = ["lower", "schedule", "plan", "emit", "write", "build", "prove"] + (["run", "measure"] if run else [])
     progress = tqdm(steps, desc=f"deploy {target}", unit="step", leave=False)
@@ -140,12 +144,17 @@ def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], outp
     step("lower")
     check_images(images, program)
     macs = measure.macs_per_kernel(program.kernels)
-    program.kernels = apply_default_schedules(program.kernels)
+    tuned: list[str] = []
+    if tuning_log is not None:
+        from schedules import apply_tuning_log
+
+        program.kernels, tuned = apply_tuning_log(program.kernels, board.name, tuning_log)
+    program.kernels = apply_default_schedules(program.kernels, skip=frozenset(tuned))
     step("schedule")
     plan = plan_arena(program)
     memory = check_memory(program, plan, board)
     step("plan")
-    sources = emit_sources(program, plan, mcpu=board.mcpu)
+    sources = emit_sources(program, plan, mcpu=board.mcpu, extern_sources=extern_sources)
     step("emit")
     image_t, output_t = program.tensors[program.input_index], program.tensors[program.output_index]
     report = {
@@ -155,7 +164,7 @@ def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], outp
         "memory_plan": memory,
         "kernels": [{"name": c.kernel, "macs": macs.get(c.kernel, 0)} for c in program.calls],
         "total_macs": sum(macs.get(c.kernel, 0) for c in program.calls),
-        "tuning_log": tuning_log, "tvm_version": tvm.__version__, "host": platform.platform(),
+        "tuning_log": str(tuning_log) if tuning_log else None, "tuned_kernels": tuned, "tvm_version": tvm.__version__, "host": platform.platform(),
     }
     with atomic_directory(Path(output_dir)) as staging:
         write_project(staging, board, sources, np.stack(images), image_t.dtype, output_t.dtype, report)

@@ -44,7 +44,7 @@ def sanitized_outputs(source_dir: Path, images: list[np.ndarray], output_dtype: 
         main = Path(tmp) / "host_main.c"
         main.write_text(_HOST_MAIN.format(in_type=c_type(str(images[0].dtype)), out_type=c_type(output_dtype)))
         exe = Path(tmp) / "isegmenter_host"
-        sources = [str(source_dir / "isegmenter.c"), str(source_dir / "isegmenter_kernels.c"), str(main)]
+        sources = [*map(str, sorted(source_dir.glob("*.c"))), str(main)]
         subprocess.run(["gcc", *SANITIZER_FLAGS, f"-I{source_dir}", *sources, "-o", str(exe)], check=True,
                        capture_output=True, text=True)
         outputs, reports = [], []

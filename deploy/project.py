@@ -173,7 +173,8 @@ def write_project(directory: Path, board: Board, sources: dict[str, str], images
     files["app/main.c"] = _MAIN_C.format(prelude=PRELUDE, out_type=c_type(output_dtype),
                                          per_line=BYTES_PER_LINE, begin=OUTPUT_BEGIN, end=OUTPUT_END)
     files["linker.ld"] = linker_script(board)
-    objs = [f"obj/{Path(n).stem}.o" for n in ("isegmenter.c", "isegmenter_kernels.c", "main.c", "test_images.c")]
+    library = [name for name in sources if name.endswith(".c")]
+    objs = [f"obj/{Path(n).stem}.o" for n in (*library, "main.c", "test_images.c")]
     objs += [f"obj/{p.stem}.o" for p in board.startup_sources]
     files["Makefile"] = _MAKEFILE.format(name=board.name, cc=board.cc, cflags=" ".join(board_cflags(board)),
                                          qemu=board.qemu, qemu_args=" ".join(board.qemu_args), objs=" ".join(objs))

@@ -46,3 +46,29 @@ def test_kernel_c_is_plain_c99_and_numerically_right(tmp_path):
                     str(tmp_path / "main.c"), "-o", str(exe)], check=True)
     printed = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
     np.testing.assert_array_equal(np.array(printed, int), np.array([-128, -1, 0, 127]) * 3 - 1)
+
+
+@T.prim_func
+def calls_extern(A: T.Buffer((8,), "int8"), B: T.Buffer((8,), "int8"), C: T.Buffer((1,), "int32")):
+    T.func_attr({"global_symbol": "dot"})
+    C[0] = T.call_extern("int32", "my_dot_s8", A.access_ptr("r"), B.access_ptr("r"), 8, 0)
+
+
+MY_DOT = ("#include <stdint.h>\nint32_t my_dot_s8(const int8_t *a, const int8_t *b, int32_t n, int32_t acc);\n"
+          "int32_t my_dot_s8(const int8_t *a, const int8_t *b, int32_t n, int32_t acc)\n"
+          "{\n    for (int32_t k = 0; k < n; k++) {\n        acc += a[k] * b[k];\n    }\n    return acc;\n}\n")
+
+
+def test_extern_micro_kernel_call_links_with_its_source(tmp_path):
+    source = clean_kernel_source(kernels_to_c(tvm.IRModule({"dot": calls_extern})))
+    assert "my_dot_s8((&(A[0])), (&(B[0])), 8, 0)" in source
+    (tmp_path / "kernel.c").write_text(source)
+    (tmp_path / "my_dot.c").write_text(MY_DOT)
+    (tmp_path / "main.c").write_text(
+        "#include <stdio.h>\n#include <stdint.h>\nvoid dot(int8_t* A, int8_t* B, int32_t* C);\n"
+        "int main(void) { int8_t a[8] = {1, 2, 3, 4, 5, 6, 7, -8}, b[8] = {1, 1, 1, 1, 1, 1, 1, 1}; int32_t c;\n"
+        "  dot(a, b, &c); printf(\"%d\\n\", c); return 0; }\n")
+    exe = tmp_path / "dot"
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", *[str(tmp_path / f) for f in
+                    ("kernel.c", "my_dot.c", "main.c")], "-o", str(exe)], check=True)
+    assert subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.strip() == "20"

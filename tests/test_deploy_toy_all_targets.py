@@ -31,3 +31,16 @@ def test_toy_network_bit_exact_and_float_free(tmp_path, name):
     for path in ["src/isegmenter.h", "Makefile", "linker.ld", "metadata.json", "report.md",
                  "zephyr/CMakeLists.txt", "zephyr/prj.conf", "zephyr/src/main.c", "firmware.elf"]:
         assert (result.directory / path).is_file(), path
+
+
+def test_extern_sources_are_shipped_and_linked(tmp_path):
+    import subprocess
+
+    extra = {"iseg_extra.c": "#include <stdint.h>\nint32_t iseg_extra(int32_t x);\n"
+                             "int32_t iseg_extra(int32_t x) { return x + 1; }\n"}
+    result = deploy_module(toy_segmenter(), "cortex-m4", IMAGES[:1], tmp_path / "m4", run=False, extern_sources=extra)
+    assert (result.directory / "src" / "iseg_extra.c").is_file()
+    symbols = subprocess.run(["arm-none-eabi-nm", str(result.directory / "firmware.elf")], capture_output=True,
+                             text=True, check=True).stdout
+    assert " T iseg_extra" in symbols
+    assert result.report["tuned_kernels"] == [] and result.report["tuning_log"] is None
