@@ -202,6 +202,10 @@ class Integerizer:
             raise UserError(f"{var.name}: operator {name} is not supported by the integer rewrite "
                             f"(supported: conv2d, matmul, add, multiply by a scalar, layer_norm, softmax, gelu, "
                             f"concat, nearest resize2d and shape ops)")
+        weighted = name == "relax.nn.conv2d" or (name == "relax.matmul" and self.const_of(args[1]) is not None)
+        if not weighted and any(isinstance(v, IntValue) and v.zero_point for v in ints):
+            raise UserError(f"{var.name}: {name} reads the raw image; the image must first go through a conv2d "
+                            "or a matmul with constant weights")
         return handler(var, call)
 
     def _conv2d(self, var, call):
@@ -236,8 +240,9 @@ class Integerizer:
             acc_scale = x.qtype.scale * w_scale
             dtype = self.wanted_dtype(last.name)
             out_scale = self.scale_of(last.name, dtype)
+            bias_q = quantize_bias(bias, acc_scale).astype(np.int64) + x.zero_point * q.astype(np.int64).sum(0)
             value = self._add(ip.Dense, (x,), dtype, var.ty.shape, out_scale, source=last.name, weight=q,
-                              bias=quantize_bias(bias, acc_scale), dyadic=Dyadic.from_ratio(acc_scale / out_scale))
+                              bias=bias_q.astype(np.int32), dyadic=Dyadic.from_ratio(acc_scale / out_scale))
             self.values[last.name] = value
             return value
         lhs, rhs = (self.values[v.name] for v in (a, b))

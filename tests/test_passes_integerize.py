@@ -169,3 +169,23 @@ def test_unsupported_operator_is_a_one_line_user_error():
         quantized(lambda bb, image: relax.op.exp(patch_tokens(bb, image)))
     with pytest.raises(UserError, match="positive scalar"):
         quantized(lambda bb, image: relax.op.multiply(patch_tokens(bb, image), relax.const(-2.0, "float32")))
+
+
+def test_dense_straight_on_the_image_folds_the_input_offset():
+    """matmul(raw pixels, W): the -128 input offset is compensated in the int32 bias."""
+    weight = RNG.normal(size=(8, 6)).astype("float32") * 0.01
+
+    def body(bb, image):
+        rows = bb.emit(relax.op.reshape(image, (1, 24, 8)))
+        return relax.op.permute_dims(relax.op.matmul(rows, relax.const(weight)), [0, 2, 1])
+
+    _, calibration, program = quantized(body)
+    dense = next(op for op in program.ops if isinstance(op, ip.Dense))
+    values = program.run(IMAGES[0, 0].transpose(1, 2, 0)[None].astype(np.uint8))
+    real = values[dense.out].astype(np.float64) * dense.qtype.scale
+    assert sqnr_db(calibration.values[dense.source], real) > 30
+
+
+def test_elementwise_op_on_the_raw_image_is_refused():
+    with pytest.raises(UserError, match="reads the raw image"):
+        quantized(lambda bb, image: relax.op.add(image, image))
