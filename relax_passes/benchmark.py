@@ -1,11 +1,12 @@
-"""Accuracy benchmark: ``python -m relax_passes.benchmark`` -> build/accuracy.json and build/accuracy.md.
+"""Accuracy benchmark: ``python -m relax_passes.benchmark`` -> build/accuracy.json, .md (and _sqnr.png).
 
 Measures, on the held-out test split, the integer model made with ONE calibration image (the first
 training scene) against the float model it came from: mIoU, per-class IoU, pixel agreement of the
-class maps; the ablations (GELU variant, 1 vs 32 calibration images, observer); per-layer SQNR; the
-size of the integer constants; and, as a peer in the same run, ONNX Runtime's static int8 QDQ
-quantization (per-channel weights) of the same model's ONNX export. Both models run on the host:
-the float and integer Relax modules with the TVM llvm VM, the peer with onnxruntime.
+class maps; the ablations (GELU variant, Shiftmax output dtype, 1 vs 32 calibration images,
+observer); per-layer SQNR (also drawn as a PNG when matplotlib is installed); the size of the integer
+constants; and, as a peer in the same run, ONNX Runtime's static int8 QDQ quantization (per-channel
+weights) of the same model's ONNX export. The float and integer Relax modules run with the TVM llvm
+VM, the peer with onnxruntime.
 """
 import argparse
 import json
@@ -185,6 +186,29 @@ def markdown(report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_sqnr(rows, path) -> bool:
+    """Per-layer SQNR bar chart (PNG); False when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = sorted({r["kind"] for r in rows})
+    colours = {kind: plt.cm.tab10(i) for i, kind in enumerate(kinds)}
+    fig, ax = plt.subplots(figsize=(12, 4))
+    ax.bar(range(len(rows)), [r["sqnr_db"] for r in rows], color=[colours[r["kind"]] for r in rows])
+    ax.set_xticks(range(len(rows)), [r["float_var"] for r in rows], rotation=90, fontsize=6)
+    ax.set_ylabel("SQNR (dB)")
+    ax.set_title("Integer vs float, per layer (baseline, first test scenes)")
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=colours[k]) for k in kinds], labels=kinds, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(MODEL_DIR / "segmenter.pt2"), help="float model (.pt2/.onnx/.tflite)")
@@ -198,6 +222,8 @@ def main():
     os.makedirs(args.out_dir, exist_ok=True)
     with open(os.path.join(args.out_dir, "accuracy.json"), "w") as file:
         json.dump(report, file, indent=1)
+    if not plot_sqnr(report["per_layer_sqnr"], os.path.join(args.out_dir, "accuracy_sqnr.png")):
+        print("matplotlib is not installed: no accuracy_sqnr.png")
     text = markdown(report)
     with open(os.path.join(args.out_dir, "accuracy.md"), "w") as file:
         file.write(text)
