@@ -193,8 +193,13 @@ class QemuBuilder(ms.builder.PyBuilder):
 
 def measure_firmware(kit: FirmwareKit, elf: Path) -> int:
     """Run ``elf`` in QEMU; exact instructions per kernel call. Raises RuntimeError on a wrong output."""
-    counts = elf.with_name("insn_counts.txt")
-    command = qemu_command(kit.board, elf, deploy_measure.plugin_path(), counts)
+    return measure_elf(kit.board, kit.harness_symbols, elf)
+
+
+def measure_elf(board: Board, harness_symbols: set[str], elf: Path) -> int:
+    """:func:`measure_firmware` for a firmware of ``board`` whose harness defines ``harness_symbols``."""
+    counts = elf.with_name(f"{elf.stem}.insn_counts.txt")
+    command = qemu_command(board, elf, deploy_measure.plugin_path(), counts)
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -205,9 +210,9 @@ def measure_firmware(kit: FirmwareKit, elf: Path) -> int:
         raise RuntimeError("hard fault in QEMU")
     if result.returncode != EXIT_OK:
         raise RuntimeError(f"QEMU exited with code {result.returncode}")
-    per_symbol = deploy_measure.instructions_per_symbol(kit.board, elf, counts)
+    per_symbol = deploy_measure.instructions_per_symbol(board, elf, counts)
     # "?": addresses outside any sized symbol (hand-written startup assembly), never kernel code
-    kernel = sum(n for symbol, n in per_symbol.items() if symbol not in kit.harness_symbols and symbol != "?")
+    kernel = sum(n for symbol, n in per_symbol.items() if symbol not in harness_symbols and symbol != "?")
     if kernel % CALLS_PER_RUN:
         raise RuntimeError(f"{kernel} instructions for {CALLS_PER_RUN} calls: the two calls differ")
     return kernel // CALLS_PER_RUN

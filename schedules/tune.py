@@ -102,18 +102,27 @@ def _strategy() -> ms.search_strategy.EvolutionarySearch:
 
 
 def tune_case(case: KernelCase, board: Board, database, scratch: Path, trials: int, bar: tqdm, workers: int,
-              seed: int) -> KernelTuning:
-    """Tune one kernel up to ``trials`` measured candidates in ``database`` (resuming what it holds)."""
+              seed: int, rpc: tuple[str, int, str] | None = None) -> KernelTuning:
+    """Tune one kernel up to ``trials`` measured candidates in ``database`` (resuming what it holds).
+
+    ``rpc`` = (tracker host, tracker port, key): measure on the tracker's servers instead of locally.
+    """
     func = case.mod[case.name]
     kit = FirmwareKit(board, case, scratch / case.name)
     default = measure_module(kit, apply_default_schedules(case.mod))
+    if rpc is None:
+        runner = QemuRunner(kit, workers)
+    else:
+        from schedules.rpc import RpcQemuRunner
+
+        runner = RpcQemuRunner(kit, *rpc, max_workers=workers)
     remaining = trials - measured_trials(database, func)
     if remaining > 0:
         skip_foreign_tensor_intrinsics()
         ms.tune_tir(
             workload(func), tuning_target(mcpu_of(board)), work_dir=str(scratch / "ms"),
             max_trials_global=remaining, num_trials_per_iter=min(remaining, TRIALS_PER_ITER),
-            builder=QemuBuilder(kit, workers), runner=QemuRunner(kit, workers), database=database,
+            builder=QemuBuilder(kit, workers), runner=runner, database=database,
             cost_model="xgb", measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
                                                  ProgressCallback(bar)],
             space=microcontroller_space(), strategy=_strategy(), num_tuning_cores=1, seed=seed,
@@ -123,7 +132,8 @@ def tune_case(case: KernelCase, board: Board, database, scratch: Path, trials: i
 
 
 def tune(model: str, target: str, trials: int, log_dir: Path | None = None, seed: int = 0, workers: int = 2,
-         kernels: list[str] | None = None, scratch: Path | None = None) -> tuple[list[KernelTuning], Path]:
+         kernels: list[str] | None = None, scratch: Path | None = None, rpc: tuple[str, int, str] | None = None
+         ) -> tuple[list[KernelTuning], Path]:
     """Tune ``model``'s kernels (or only those named in ``kernels``) for ``target``; returns results + log dir."""
     board = get_board(target)
     if trials < 1:
@@ -144,7 +154,7 @@ def tune(model: str, target: str, trials: int, log_dir: Path | None = None, seed
     with tqdm(total=todo, desc=f"tune {board.name}", unit="trial") as bar:
         for case in cases:
             bar.set_description(f"tune {case.name}")
-            results.append(tune_case(case, board, database, scratch, trials, bar, workers, seed))
+            results.append(tune_case(case, board, database, scratch, trials, bar, workers, seed, rpc))
     return results, log_dir
 
 
@@ -168,11 +178,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-dir", type=Path, help="database directory (default build/tuning/<model>/<target>)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="parallel cross-compiles / QEMU runs")
+    parser.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on the servers of this TVM RPC tracker")
+    parser.add_argument("--rpc-key", default="iseg-qemu", help="device key the servers registered (with --rpc-tracker)")
     args = parser.parse_args(argv)
     try:
         start = time.monotonic()
+        rpc = None
+        if args.rpc_tracker:
+            host, _, port = args.rpc_tracker.rpartition(":")
+            if not host or not port.isdigit():
+                raise UserError(f"--rpc-tracker must be HOST:PORT, got {args.rpc_tracker!r}")
+            rpc = (host, int(port), args.rpc_key)
         results, log_dir = tune(args.model, args.target, args.trials, args.log_dir, args.seed, args.workers,
-                                args.kernel)
+                                args.kernel, rpc=rpc)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
