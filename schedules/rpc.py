@@ -82,14 +82,16 @@ class RpcQemuRunner(ms.runner.PyRunner):
 def main(argv: list[str] | None = None) -> int:
     """``python -m schedules.rpc``: serve a loopback tracker + servers for ``python -m schedules.tune --rpc-tracker``."""
     import argparse
+    import signal
     import time
 
     parser = argparse.ArgumentParser(prog="python -m schedules.rpc", description=main.__doc__)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--key", default="iseg-qemu")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the servers like Ctrl-C
     tracker, servers = start_local_cluster(args.key, args.workers)
-    print(f"tracker 127.0.0.1:{tracker.port}, {len(servers)} servers with key {args.key}; Ctrl-C stops them",
+    print(f"tracker 127.0.0.1:{tracker.port}, {len(servers)} servers with key {args.key}; Ctrl-C or SIGTERM stops them",
           flush=True)
     try:
         while True:
