@@ -77,9 +77,8 @@ def mcpu_of(board: Board) -> str:
 
 def candidate_c_source(mod: tvm.IRModule, mcpu: str) -> str:
     """The candidate's single PrimFunc as C99, renamed to ``KERNEL_SYMBOL``."""
-    (gv, func), = [(gv, f) for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+    func, = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
     renamed = tvm.IRModule({KERNEL_SYMBOL: func.with_attr("global_symbol", KERNEL_SYMBOL)})
-    del gv
     return clean_kernel_source(kernels_to_c(renamed, mcpu))
 
 

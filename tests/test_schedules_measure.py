@@ -7,7 +7,7 @@ import tvm.script
 from tvm.s_tir import meta_schedule as ms
 
 from deploy.schedule import apply_default_schedules
-from schedules.kernels import KERNELS, kernel_case
+from schedules.kernels import KERNELS, kernel_case, random_case
 from schedules.measure import FirmwareKit, QemuBuilder, QemuRunner, measure_module, reference_check
 from targets import get_board
 
@@ -70,3 +70,11 @@ def test_unscheduled_kernel_with_big_stack_arrays_is_an_error_not_a_cost(proj, k
     assert built.error_msg is None
     result, = (f.result() for f in QemuRunner(kit).run([ms.runner.RunnerInput(built.artifact_path, "cpu", [])]))
     assert result.run_secs is None and result.error_msg
+
+
+def test_random_case_of_a_network_kernel_is_bit_exact_on_the_board(proj, tmp_path):
+    """Kernels of a lowered network get random inputs and the unscheduled llvm build as reference."""
+    case = random_case("net_kernel", proj.mod["proj"], proj.macs, seed=3)
+    assert case.expected.shape == proj.expected.shape and len(set(case.expected.ravel().tolist())) > 200
+    kit = FirmwareKit(get_board("cortex-m55"), case, tmp_path)
+    assert measure_module(kit, apply_default_schedules(case.mod)) >= proj.macs / DSP_MACS_PER_INSTRUCTION

@@ -153,3 +153,26 @@ def test_cli_bad_input_is_one_line(argv, message, capsys, tmp_path):
     assert main([*argv, "--log-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_log_applies_to_deploys_kernel_names(tuned):
+    """deploy names its kernels fused_matmul_...: records are found by structure, the name is kept."""
+    from deploy.lower import lower_to_static_program
+    from relax_passes.requantize import emit_requantize
+    from schedules.kernels import RATIO, operands
+    from tvm import relax
+
+    inputs, weight, bias = operands(KERNELS["proj"])
+    bb = relax.BlockBuilder()
+    x = relax.Var("image", relax.TensorType(list(inputs[0].shape), "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            acc = bb.emit(relax.op.add(bb.emit(relax.op.matmul(x, relax.const(weight), out_dtype="int32")),
+                                       relax.const(bias)))
+            out = bb.emit_output(emit_requantize(bb, acc, RATIO, "int8"))
+        bb.emit_func_output(out)
+    kernels = lower_to_static_program(bb.get()).kernels
+    (name,) = [gv.name_hint for gv in kernels.get_global_vars()]
+    applied, names = apply_tuning_log(kernels, TARGET, tuned[0])
+    assert names == [name] and name.startswith("fused_matmul")
+    assert applied[name].attrs["global_symbol"] == name
