@@ -6,6 +6,7 @@ staging directory that replaces ``output_dir`` only when the flow succeeds.
 """
 import json
 import platform
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,8 +227,11 @@ def markdown_report(report: dict) -> str:
         lines.append(f"- bit-exact vs TVM host build on {report['run']['images']} image(s): {report['run']['bit_exact']}")
         instructions = report["instructions"]
         lines += ["", f"## Instructions per image: {instructions['network_per_image']}", "",
-                  "| kernel | instructions | MACs |", "|---|---:|---:|"]
-        macs = {k["name"]: k["macs"] for k in report["kernels"]}
-        lines += [f"| {k if len(k) <= 80 else k[:77] + '...'} | {v} | {macs.get(k, '')} |"
+                  "| kernel | calls | instructions (all calls) | MACs (all calls) |", "|---|---:|---:|---:|"]
+        calls, macs = Counter(), Counter()
+        for kernel in report["kernels"]:
+            calls[kernel["name"]] += 1
+            macs[kernel["name"]] += kernel["macs"]
+        lines += [f"| {k if len(k) <= 80 else k[:77] + '...'} | {calls[k]} | {v} | {macs[k]} |"
                   for k, v in instructions["per_kernel_per_image"].items()]
     return "\n".join(lines) + "\n"
