@@ -97,6 +97,9 @@ def lower_to_static_program(mod: tvm.IRModule) -> StaticProgram:
     tensor_of: dict[relax.Var, int] = {}
 
     def add(tensor: Tensor) -> int:
+        if not tensor.dtype.startswith(("int", "uint", "bool")):
+            raise UserError(f"tensor '{tensor.name}' is {tensor.dtype}: the deployed module must be integer-only; "
+                            "run the relax_passes integerization first")
         program.tensors.append(tensor)
         return len(program.tensors) - 1
 

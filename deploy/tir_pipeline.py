@@ -36,7 +36,7 @@ def RawPointerParams(func: tirx.PrimFunc, _mod, _ctx) -> tirx.PrimFunc:
 
 def _bare_metal_pipeline():
     """The ``s_tir`` pipeline's passes, with the three bare-metal changes listed in the module docstring."""
-    default_pipeline, _, finalize_device = compilation_pipeline.get_tir_pipeline("s_tir")
+    _, _, finalize_device = compilation_pipeline.get_tir_pipeline("s_tir")
 
     @tvm.transform.module_pass(opt_level=0, name="BareMetalTIRPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -65,7 +65,6 @@ def _bare_metal_pipeline():
     def _finalize_host():
         return tvm.ir.transform.Sequential([tirx.transform.LowerIntrin()])
 
-    del default_pipeline
     return _pipeline, _finalize_host, finalize_device
 
 

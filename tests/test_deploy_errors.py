@@ -140,3 +140,28 @@ def test_kernel_stack_frame_larger_than_reserved_stack():
     check_stack({"small_kernel": 512}, board)
     with pytest.raises(UserError, match=r"function big_kernel needs 131656 B of stack but cortex-m4 reserves 65536 B"):
         check_stack({"small_kernel": 512, "big_kernel": 131656}, board)
+
+
+def float_module(fused: bool):
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    image = relax.Var("image", relax.TensorType((1, 4), "uint8"))
+    with bb.function("main", [image]):
+        with bb.dataflow():
+            scaled = relax.op.multiply(relax.op.astype(image, "float32"), relax.const(0.5, "float32"))
+            out = bb.emit_output(relax.op.astype(scaled, "uint8") if fused else scaled)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_float_tensor_is_rejected_before_compiling(tmp_path):
+    with pytest.raises(UserError, match=r"is float32: the deployed module must be integer-only"):
+        deploy_module(float_module(fused=False), "cortex-m4", [np.zeros((1, 4), np.uint8)], tmp_path / "out")
+    assert_nothing_written(tmp_path)
+
+
+def test_float_inside_a_fused_kernel_fails_the_build(tmp_path):
+    with pytest.raises(UserError, match=r"building firmware for cortex-m4 failed: .*poisoned"):
+        deploy_module(float_module(fused=True), "cortex-m4", [np.zeros((1, 4), np.uint8)], tmp_path / "out")
+    assert_nothing_written(tmp_path)
