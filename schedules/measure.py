@@ -104,15 +104,15 @@ class FirmwareKit:
                  init: str = "", extra_cflags: tuple[str, ...] = ()):
         self.board, self.case, self.directory = board, case, Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.cflags = [*board_cflags(board), "-I", str(board.startup_sources[0].parent), "-I", str(self.directory)]
-        self.cflags.remove("-fstack-usage")
-        self.cflags += extra_cflags
+        self.cflags = [*(f for f in board_cflags(board) if f != "-fstack-usage"), "-I",
+                       str(board.startup_sources[0].parent), "-I", str(self.directory), *extra_cflags]
         (self.directory / "linker.ld").write_text(linker_script(board))
         self.extra_sources, self.init = extra_sources or {}, init
         for name, text in self.extra_sources.items():
             (self.directory / name).write_text(text)
         self.prototype = None  # set from the first candidate's C (all candidates share the signature)
         self.objects: list[Path] = []
+        self.harness_symbols: set[str] = set()  # functions of the harness and startup: not the kernel's cost
 
     def _compile(self, source: Path) -> Path:
         obj = self.directory / f"{source.stem}.o"
@@ -218,7 +218,9 @@ def measure_elf(board: Board, harness_symbols: set[str], elf: Path) -> int:
 
 
 @derived_object
-class _DoneFuture(ms.runner.PyRunnerFuture):
+class ThreadFuture(ms.runner.PyRunnerFuture):
+    """A MetaSchedule runner future over a ``concurrent.futures.Future`` that yields a RunnerResult."""
+
     def __init__(self, future: Future):
         super().__init__()
         self.future = future
@@ -240,7 +242,7 @@ class QemuRunner(ms.runner.PyRunner):
         self.pool = ThreadPoolExecutor(max_workers)
 
     def run(self, runner_inputs: list) -> list:
-        return [_DoneFuture(self.pool.submit(self._measure, Path(i.artifact_path))) for i in runner_inputs]
+        return [ThreadFuture(self.pool.submit(self._measure, Path(i.artifact_path))) for i in runner_inputs]
 
     def _measure(self, elf: Path):
         try:

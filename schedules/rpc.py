@@ -15,7 +15,7 @@ from tvm.rpc.tracker import Tracker
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
-from schedules.measure import FirmwareKit, _DoneFuture
+from schedules.measure import FirmwareKit, ThreadFuture
 
 MEASURE_FUNCTION = "schedules.rpc.measure_elf"
 SESSION_TIMEOUT_S = 120
@@ -63,7 +63,7 @@ class RpcQemuRunner(ms.runner.PyRunner):
         self.pool = ThreadPoolExecutor(max_workers)
 
     def run(self, runner_inputs: list) -> list:
-        return [_DoneFuture(self.pool.submit(self._measure, Path(i.artifact_path))) for i in runner_inputs]
+        return [ThreadFuture(self.pool.submit(self._measure, Path(i.artifact_path))) for i in runner_inputs]
 
     def _measure(self, elf: Path):
         try:
