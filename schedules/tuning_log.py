@@ -18,6 +18,9 @@ import tvm_ffi
 from tvm import tirx
 from tvm.s_tir import meta_schedule as ms
 
+from schedules.measure import mcpu_of
+from targets import get_board
+
 WORKLOAD_FILE, RECORD_FILE, METADATA_FILE = "database_workload.json", "database_tuning_record.json", "metadata.json"
 COST_UNIT = "retired instructions per kernel call (QEMU TCG plugin, -icount shift=0), in run_secs"
 
@@ -121,9 +124,6 @@ def apply_tuning_log(kernels: tvm.IRModule, target: str, log_dir, model_hash: st
     Returns the new module and the names of the kernels that got a tuned schedule (the others are left
     unscheduled for ``deploy.schedule.apply_default_schedules``).
     """
-    from targets import get_board
-    from schedules.measure import mcpu_of
-
     log_dir = Path(log_dir)
     metadata = read_metadata(log_dir)
     problem = None
