@@ -1,15 +1,17 @@
 """Default schedules for unscheduled kernels, so their intermediates do not become big stack arrays.
 
-For each fused PrimFunc: every block that writes a kernel-local buffer is inlined into its consumers
-(``compute_inline``: pads, casts, elementwise chains), unless that would copy an expression with
-several loads to several use sites (Newton iterations ``k = (k + v / k) >> 1`` would grow
-exponentially): such a block is computed inside its single consumer's loop nest (``compute_at``). What cannot be
-inlined is a reduction
-(matmul/conv/sum/argmax): its consumers are moved under the reduction's spatial loops
-(``reverse_compute_at``), so the reduction's output shrinks to one element per iteration, and its
-initialisation is hoisted out of the reduction loops (``decompose_reduction``: no ``if (k == 0)``
-inside the inner loop).
-Kernels that tuning already scheduled (``schedules/``) are left alone by the caller.
+For each fused PrimFunc:
+
+1. every block writing a kernel-local buffer is inlined into its consumers (``compute_inline``: pads,
+   casts, elementwise chains), unless that would copy an expression with several loads to several
+   use sites (Newton iterations ``k = (k + v / k) >> 1`` would grow exponentially);
+2. such a block is computed inside its single consumer's loop nest instead (``compute_at``);
+3. every remaining block moves into its last producer's loop nest, as deep as its data allows
+   (``reverse_compute_at``): matmul/conv epilogues land under the reduction's spatial loops and
+   row-wise ops under the row loop, so intermediates shrink to one element or one row;
+4. reduction initialisation is hoisted out of the reduction loops (``decompose_reduction``).
+
+Kernels that a tuning log already scheduled are passed in ``skip`` and left alone.
 """
 import re
 
