@@ -29,4 +29,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 else
     echo "[setup] python packages up to date (pyproject.toml unchanged since last install)"
 fi
+echo "[setup] QEMU instruction-count plugin (tools/qemu_plugin -> .cache/qemu_plugin)"
+make -s -C tools/qemu_plugin OUT="$PWD/.cache/qemu_plugin"
 echo "[setup] done"
