@@ -120,10 +120,10 @@ def emit_layernorm(bb: relax.BlockBuilder, x: relax.Expr, params: LayerNormParam
     c = params.channels
     x32 = bb.emit(relax.op.astype(x, "int32"))
     total = bb.emit(relax.op.sum(x32, axis=-1, keepdims=True))
-    wide_total = relax.op.left_shift(relax.op.astype(total, "int64"), _c(MEAN_FRAC_BITS + 1, "int64"))
+    wide_total = relax.op.multiply(relax.op.astype(total, "int64"), _c(1 << (MEAN_FRAC_BITS + 1), "int64"))
     mean = bb.emit(relax.op.astype(relax.op.floor_divide(relax.op.add(wide_total, _c(c, "int64")), _c(2 * c, "int64")),
                                    "int32"))
-    centred = bb.emit(relax.op.subtract(relax.op.left_shift(x32, _c(MEAN_FRAC_BITS, "int32")), mean))
+    centred = bb.emit(relax.op.subtract(relax.op.multiply(x32, _c(1 << MEAN_FRAC_BITS, "int32")), mean))
     d = bb.emit(relax.op.astype(centred, "int64"))
     variance_sum = bb.emit(relax.op.sum(relax.op.multiply(d, d), axis=-1, keepdims=True))
     root = bb.emit(relax.op.maximum(emit_isqrt(bb, variance_sum, START_BITS), _c(1, "int64")))
