@@ -41,6 +41,15 @@ class SegmenterConfig:
         return self.image_size // self.patch_size
 
 
+def sincos_position_embedding(grid, dim):
+    """2-D sine-cosine position code [1, grid*grid, dim] (MAE style): the start value of the learned embedding."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
+                                indexing="ij")
+    angles = [axis.reshape(-1, 1) * omega for axis in (rows, cols)]
+    return torch.cat([f(a) for a in angles for f in (torch.sin, torch.cos)], dim=1)[None]
+
+
 class Attention(nn.Module):
     """Multi-head self-attention: softmax(q k^T / sqrt(head_dim)) v."""
 
@@ -86,7 +95,7 @@ class Segmenter(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).reshape(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).reshape(1, 3, 1, 1))
         self.patch_embed = nn.Conv2d(3, c.dim, c.patch_size, stride=c.patch_size)
-        self.pos_embed = nn.Parameter(torch.randn(1, c.grid * c.grid, c.dim) * 0.02)
+        self.pos_embed = nn.Parameter(sincos_position_embedding(c.grid, c.dim))
         self.encoder = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio) for _ in range(c.depth))
         self.encoder_norm = nn.LayerNorm(c.dim)
         # Mask-transformer decoder.

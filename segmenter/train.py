@@ -5,12 +5,16 @@ warm-up then cosine decay and gradient clipping, pixel-wise cross-entropy, rando
 After every epoch it logs the mean loss and the val mIoU and saves the weights
 (assets/model/segmenter.pt) and the recipe/metrics JSON (assets/model/segmenter.json), so an
 interrupted run still leaves a usable model; the last epoch adds the test-split metrics.
+``--init-from segmenter.pt`` continues from saved weights with a fresh warm-up + cosine cycle (a warm
+restart); the JSON then keeps the earlier run's record under "init".
 """
 import argparse
 import dataclasses
 import json
 import math
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,6 +40,7 @@ def parse_args():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out-dir", default=str(MODEL_DIR))
+    parser.add_argument("--init-from", default=None, help="start from these weights (their .json is kept in the record)")
     for field in dataclasses.fields(SegmenterConfig):
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=int, default=field.default)
     return parser.parse_args()
@@ -72,14 +77,17 @@ def save(model, record, out_dir):
 
 
 def main():
-    from pathlib import Path
-
     args = parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     config = SegmenterConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SegmenterConfig)})
     model = Segmenter(config)
+    init = None
+    if args.init_from:
+        init_path = Path(args.init_from)
+        model.load_state_dict(torch.load(init_path, map_location="cpu", weights_only=True))
+        init = {"weights": init_path.name, **json.loads(init_path.with_suffix(".json").read_text())}
     train_images, train_labels = segdata.load_split("train", args.train_n)
     val_images, val_labels = segdata.load_split("val", args.val_n)
     optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=args.lr)
@@ -87,12 +95,14 @@ def main():
     total_steps = steps_per_epoch * args.epochs
     record = {
         "config": dataclasses.asdict(config),
-        "recipe": {k: v for k, v in vars(args).items() if k not in ("out_dir",) and not hasattr(config, k)},
-        "command": "python -m segmenter.train",
+        "recipe": {k: v for k, v in vars(args).items() if k not in ("out_dir", "init_from") and not hasattr(config, k)},
+        "command": " ".join(["python -m segmenter.train", *sys.argv[1:]]),
         "train_scenes": len(train_images), "torch_version": torch.__version__,
         "params": sum(p.numel() for p in model.parameters()), "macs_per_image": count_macs(model),
         "classes": list(segdata.CLASSES), "history": [],
     }
+    if init:
+        record["init"] = init
     start, step = time.time(), 0
     for epoch in range(args.epochs):
         model.train()
@@ -118,7 +128,7 @@ def main():
                  "val_pixel_accuracy": val["pixel_accuracy"], "wall_s": round(time.time() - start, 1)}
         record["history"].append(entry)
         tqdm.write(json.dumps(entry))
-        record["wall_time_s"] = entry["wall_s"]
+        record["wall_time_s"] = round(entry["wall_s"] + (init["wall_time_s"] if init else 0), 1)
         record["val"] = {"n": len(val_images), **val}
         if epoch + 1 == args.epochs:
             test_images, test_labels = segdata.load_split("test")
