@@ -30,10 +30,11 @@ from . import integer_program as ip  # noqa: E402
 from .calibrate import with_all_intermediates  # noqa: E402
 from .quantize import model_inputs, quantize_model  # noqa: E402
 
-BASELINE = {"observer": "minmax", "gelu": "lambda_shift", "softmax_dtype": "int16", "calibration_images": 1}
-ABLATIONS = [{"gelu": "shift"}, {"gelu": "poly"}, {"softmax_dtype": "uint8"}, {"calibration_images": 32},
-             {"observer": "percentile"}, {"observer": "mse"}]
-OPTIONS = ("observer", "gelu", "softmax_dtype")
+BASELINE = {"observer": "minmax", "gelu": "lambda_shift", "softmax_dtype": "int16", "headroom": True,
+            "calibration_images": 1}
+ABLATIONS = [{"gelu": "shift"}, {"gelu": "poly"}, {"softmax_dtype": "uint8"}, {"headroom": False},
+             {"calibration_images": 32}, {"observer": "percentile"}, {"observer": "mse"}]
+OPTIONS = ("observer", "gelu", "softmax_dtype", "headroom")
 SQNR_IMAGES = 8
 
 
@@ -159,8 +160,8 @@ def markdown(report) -> str:
              "| model | mIoU | int/float mIoU | pixel agreement with float | pixel accuracy |", "|---|---|---|---|---|",
              f"| float (TVM llvm) | {f['miou']:.4f} | 1 | 1 | {f['pixel_accuracy']:.4f} |"]
     for c in report["configs"]:
-        name = (f"integer, GELU {c['gelu']}, softmax {c['softmax_dtype']}, {c['observer']}, "
-                f"{c['calibration_images']} calib. image(s)")
+        name = (f"integer, GELU {c['gelu']}, softmax {c['softmax_dtype']}, {c['observer']}"
+                f"{'' if c['headroom'] else ' (no headroom)'}, {c['calibration_images']} calib. image(s)")
         lines.append(f"| {name} | {c['miou']:.4f} | {c['miou_ratio_to_float']:.4f} | "
                      f"{c['pixel_agreement_with_float']:.4f} | {c['pixel_accuracy']:.4f} |")
     for key, peer in report.get("onnxruntime_int8_qdq", {}).items():

@@ -18,7 +18,8 @@ folded into the first convolution by :mod:`fold_input_normalization`):
 * The model's logits become a uint8 class map: ``argmax`` over channels, taken before the nearest
   upsampling when the logits are upsampled (a gather commutes with argmax: same result, 16x cheaper).
 
-Every scale comes from the calibration statistics of the float variable the value stands for.
+Every scale comes from the calibration statistics of the float variable the value stands for, widened
+by ``RANGE_HEADROOM`` (``headroom=False``: the observer's clip as it is).
 """
 from dataclasses import dataclass
 
@@ -37,6 +38,10 @@ SHAPE_OPS = ("relax.reshape", "relax.permute_dims", "relax.take", "relax.strided
              "relax.squeeze", "relax.expand_dims")
 WIDE_CONSUMERS = ("relax.nn.layer_norm", "relax.concat")
 WEIGHT_QMAX = 127
+# One calibration image under-estimates the ranges other images reach: widen every calibrated clip.
+# int16 has bits to spare (4x = 2 bits); int8 pays in resolution (1.25x). Measured on 300 test scenes
+# (provisional weights, 1 calibration image): pixel agreement with float 97.8 % -> 98.8 %.
+RANGE_HEADROOM = {"int8": 1.25, "int16": 4.0}
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,10 @@ class Integerizer:
     """Builds an :class:`integer_program.Program` from a float ``main`` and its calibration."""
 
     def __init__(self, func: relax.Function, calibration: Calibration, *, observer="minmax", gelu="lambda_shift",
-                 softmax_dtype="int16"):
+                 softmax_dtype="int16", headroom=True):
         self.calibration = calibration
         self.observer = observer
+        self.headroom = RANGE_HEADROOM if headroom else {}
         self.gelu = gelu
         self.softmax_dtype = softmax_dtype
         self.bindings = [b for block in func.body.blocks for b in block.bindings]
@@ -121,7 +127,8 @@ class Integerizer:
         return IntValue(name, qtype, source, zero_point)
 
     def scale_of(self, source: str, dtype: str) -> float:
-        return self.calibration.clip(source, qmax(dtype), self.observer) / qmax(dtype)
+        clip = self.calibration.clip(source, qmax(dtype), self.observer) * self.headroom.get(dtype, 1.0)
+        return clip / qmax(dtype)
 
     def wanted_dtype(self, name: str) -> str:
         """int16 when the value (through shape ops) feeds the residual stream, else int8."""

@@ -31,6 +31,7 @@ class QuantizedModel:
     observer: str
     gelu: str
     softmax_dtype: str
+    headroom: bool
 
     @property
     def input_shape(self) -> tuple:
@@ -97,12 +98,13 @@ def float_module(imported) -> tvm.IRModule:
 
 
 def quantize_model(imported, calibration_images, *, observer: str = "minmax", gelu: str = "lambda_shift",
-                   softmax_dtype: str = "int16", progress: bool = True) -> QuantizedModel:
+                   softmax_dtype: str = "int16", headroom: bool = True, progress: bool = True) -> QuantizedModel:
     """Calibrate on ``calibration_images`` (uint8 [N,H,W,3]; one is the default use) and integerize.
 
     ``observer``: activation clipping (minmax | percentile | mse); ``gelu``: lambda_shift | shift | poly;
     ``softmax_dtype``: Shiftmax output, int16 (scale 2**-15, default) or uint8 (scale 2**-8: too coarse
-    for rows of 256 tokens, where most probabilities are below one LSB).
+    for rows of 256 tokens, where most probabilities are below one LSB); ``headroom``: widen the
+    calibrated activation ranges (``integerize.RANGE_HEADROOM``) for images unlike the calibration one.
     """
     if observer not in OBSERVERS:
         raise UserError(f"unknown observer {observer!r}; use one of {', '.join(OBSERVERS)}")
@@ -113,6 +115,7 @@ def quantize_model(imported, calibration_images, *, observer: str = "minmax", ge
     inputs = model_inputs(imported, calibration_images)
     mod = float_module(imported)
     calibration = calibrate(mod, inputs, progress=progress)
-    program = integerize(mod["main"], calibration, observer=observer, gelu=gelu, softmax_dtype=softmax_dtype)
+    program = integerize(mod["main"], calibration, observer=observer, gelu=gelu, softmax_dtype=softmax_dtype,
+                         headroom=headroom)
     integer_mod = verify_integer_only(program.to_relax())
-    return QuantizedModel(program, integer_mod, mod, calibration, observer, gelu, softmax_dtype)
+    return QuantizedModel(program, integer_mod, mod, calibration, observer, gelu, softmax_dtype, headroom)

@@ -8,7 +8,7 @@ from common.errors import UserError
 from frontend.host_run import run_on_host
 from relax_passes import integer_program as ip
 from relax_passes.calibrate import calibrate
-from relax_passes.integerize import integerize, nearest_indices
+from relax_passes.integerize import RANGE_HEADROOM, integerize, nearest_indices
 from relax_passes.requantize import Dyadic, emit_requantize
 
 RNG = np.random.default_rng(1)
@@ -66,7 +66,7 @@ def test_dense_rule_structure():
     assert np.array_equal(dense.weight, np.round(DENSE / w_scale).astype(np.int8))
     acc_scale = conv.qtype.scale * w_scale
     assert np.array_equal(dense.bias, np.round(DENSE_BIAS / acc_scale).astype(np.int32))
-    out_scale = calibration.absmax[program.ops[4].source] / 127
+    out_scale = calibration.absmax[program.ops[4].source] * RANGE_HEADROOM["int8"] / 127
     np.testing.assert_allclose(dense.dyadic.ratio, acc_scale / out_scale, rtol=1e-8)
     # Conv input is x - 128: the offset is folded into the bias.
     c_scale = np.abs(PATCH.astype(np.float64)).max((1, 2, 3)) / 127
