@@ -12,7 +12,7 @@ from deploy.tir_pipeline import kernels_to_c
 from schedules import TuningLogWarning, apply_tuning_log
 from schedules.kernels import KERNELS, kernel_case
 from schedules.measure import FirmwareKit, measure_module
-from schedules.tune import BUILTIN_MODEL, markdown_table, tune
+from schedules.tune import BUILTIN_MODEL, COMMITTED_LOGS, markdown_table, tune
 from schedules.tuning_log import METADATA_FILE, RECORD_FILE, WORKLOAD_FILE, measured_trials, open_database
 from targets import get_board
 
@@ -131,14 +131,13 @@ def test_trials_already_in_the_log_are_counted(tuned, proj):
     assert measured_trials(database, proj.mod["proj"]) == TRIALS
 
 
-def test_committed_log_applies_to_every_segmenter_kernel():
-    from schedules.tune import COMMITTED_LOGS
-
+@pytest.mark.parametrize("log_dir", sorted((COMMITTED_LOGS / BUILTIN_MODEL).iterdir()), ids=lambda p: p.name)
+def test_committed_log_applies_to_every_segmenter_kernel(log_dir):
     cases = [kernel_case(spec) for spec in KERNELS.values()]
     kernels = tvm.IRModule({gv: f for c in cases for gv, f in c.mod.functions.items()})
     with warnings.catch_warnings():
         warnings.simplefilter("error", TuningLogWarning)
-        _, names = apply_tuning_log(kernels, TARGET, COMMITTED_LOGS / BUILTIN_MODEL / TARGET)
+        _, names = apply_tuning_log(kernels, log_dir.name, log_dir)
     assert sorted(names) == sorted(KERNELS)
 
 
