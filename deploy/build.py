@@ -8,6 +8,7 @@ Examples::
 """
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="project directory (default: build/<target>)")
     parser.add_argument("--no-run", action="store_true", help="write and compile the project, do not run QEMU")
     parser.add_argument("--precision", choices=["int8", "fp32"], default="int8")
-    parser.add_argument("--tuning-log", type=Path, help="schedules tuning log directory (python -m schedules.tune)")
+    tuning = parser.add_mutually_exclusive_group()
+    tuning.add_argument("--tuning-log", type=Path,
+                        help="schedules tuning log directory (default: the committed one in assets/tuning/, if any)")
+    tuning.add_argument("--no-tuning", action="store_true", help="default schedules only, no tuning log")
     parser.add_argument("--timeout", type=float, default=120.0, help="QEMU wall-clock limit in seconds")
     return parser.parse_args(argv)
 
@@ -50,8 +54,13 @@ def default_images() -> list[Path]:
     return images
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     try:
         if args.list_targets:
             print(describe_boards())
@@ -65,12 +74,16 @@ def main(argv: list[str] | None = None) -> int:
 def _build(args: argparse.Namespace) -> int:
     from deploy import flow
     from deploy.flow import load_image
+    from deploy.tuning import choose_log
 
     board = get_board(args.target)
     if args.precision == "fp32":
         raise UserError("not available yet: fp32 builds (need an FPU board entry, e.g. cortex-m55 with FPU); "
                         "use --precision int8")
     output = args.output or BUILD_DIR / board.name
+    if args.tuning_log is not None and not args.tuning_log.is_dir():
+        raise UserError(f"--tuning-log {args.tuning_log}: no such directory; give a `python -m schedules.tune` log")
+    model_path = None
     if args.example == "toy":
         from deploy.examples import toy_segmenter, toy_segmenter_reference
 
@@ -88,8 +101,10 @@ def _build(args: argparse.Namespace) -> int:
         images = [np.random.default_rng(seed).integers(0, 256, input_shape, dtype=np.uint8) for seed in (0, 1)]
     else:
         images = [load_image(p, input_shape) for p in default_images()[1:2] or default_images()]
+    tuning = choose_log(model_path, board.name, args.tuning_log, args.no_tuning)
     result = flow.deploy_module(mod, board.name, images, output, run=not args.no_run, numpy_reference=reference,
-                                model_name=name, tuning_log=args.tuning_log, timeout_s=args.timeout)
+                                model_name=name, tuning_log=tuning.log_dir, tuning_model_hash=tuning.model_hash,
+                                timeout_s=args.timeout)
     print(f"wrote {result.directory} ({board.name})")
     print((result.directory / "report.md").read_text())
     if not result.report["float_free"]["ok"]:

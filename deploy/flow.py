@@ -6,6 +6,7 @@ staging directory that replaces ``output_dir`` only when the flow succeeds.
 """
 import json
 import platform
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,11 +126,14 @@ def bind_weights(mod: tvm.IRModule, params: list[np.ndarray]) -> tvm.IRModule:
 
 def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], output_dir: Path, *,
                   run: bool = True, numpy_reference=None, model_name: str = "model", tuning_log: Path | None = None,
-                  extern_sources: dict[str, str] | None = None, timeout_s: float = qemu.DEFAULT_TIMEOUT_S,
+                  tuning_model_hash: str | None = None, extern_sources: dict[str, str] | None = None,
+                  timeout_s: float = qemu.DEFAULT_TIMEOUT_S,
                   sanitize: bool = False) -> DeployResult:
     """Deploy ``mod`` to ``target``: write ``output_dir``, build, prove float-free, run, compare, measure.
 
-    ``tuning_log``: a ``schedules`` tuning log directory; its kernels replace the default schedules.
+    ``tuning_log``: a ``schedules`` tuning log directory; its kernels replace the default schedules
+    (``tuning_model_hash``, when given, must equal the log's model hash; a log that does not fit is skipped
+    with a ``TuningLogWarning``, also listed in the report).
     ``extern_sources``: C micro-kernels that tensorized kernels call (``schedules.tensorize``)."""
     board = get_board(target)
     steps = ["lower", "schedule", "plan", "emit", "write", "build", "prove"] + (["run", "measure"] if run else [])
@@ -145,12 +149,23 @@ def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], outp
     step("lower")
     check_images(images, program)
     macs = measure.macs_per_kernel(program.kernels)
-    tuned: list[str] = []
+    tuned, tuning_warnings = [], []
     if tuning_log is not None:
-        from schedules import apply_tuning_log
+        from schedules import TuningLogWarning, apply_tuning_log
 
-        program.kernels, tuned = apply_tuning_log(program.kernels, board.name, tuning_log)
-    program.kernels = apply_default_schedules(program.kernels, skip=frozenset(tuned))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TuningLogWarning)
+            program.kernels, tuned = apply_tuning_log(program.kernels, board.name, tuning_log, tuning_model_hash)
+        for warning in caught:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        tuning_warnings = [str(w.message) for w in caught if issubclass(w.category, TuningLogWarning)]
+    tensorized: list[str] = []
+    if board.mve:
+        from schedules.tensorize import microkernel_sources, tensorize_matmuls
+
+        program.kernels, tensorized = tensorize_matmuls(program.kernels, skip=frozenset(tuned))
+        extern_sources = {**microkernel_sources(), **(extern_sources or {})}
+    program.kernels = apply_default_schedules(program.kernels, skip=frozenset(tuned + tensorized))
     step("schedule")
     plan = plan_arena(program)
     memory = check_memory(program, plan, board)
@@ -165,7 +180,9 @@ def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], outp
         "memory_plan": memory,
         "kernels": [{"name": c.kernel, "macs": macs.get(c.kernel, 0)} for c in program.calls],
         "total_macs": sum(macs.get(c.kernel, 0) for c in program.calls),
-        "tuning_log": str(tuning_log) if tuning_log else None, "tuned_kernels": tuned, "tvm_version": tvm.__version__, "host": platform.platform(),
+        "tuning_log": str(tuning_log) if tuning_log else None, "tuned_kernels": tuned,
+        "tensorized_kernels": tensorized,
+        "tuning_warnings": tuning_warnings, "tvm_version": tvm.__version__, "host": platform.platform(),
     }
     with atomic_directory(Path(output_dir)) as staging:
         write_project(staging, board, sources, np.stack(images), image_t.dtype, output_t.dtype, report)
@@ -222,16 +239,20 @@ def markdown_report(report: dict) -> str:
         f"largest stack frame {report.get('stack_bytes_max_function')} B",
         f"- float-free proofs: {'pass' if report['float_free']['ok'] else 'FAIL'}",
         f"- MACs per image: {report['total_macs']}",
+        f"- tuning log: {report['tuning_log'] or 'none'}; tuned kernels: {len(report['tuned_kernels'])} of "
+        f"{len({k['name'] for k in report['kernels']})}; MVE-tensorized kernels: {len(report['tensorized_kernels'])}"
+        + "".join(f"\n  - warning: {w}" for w in report['tuning_warnings']),
     ]
     if "run" in report:
         lines.append(f"- bit-exact vs TVM host build on {report['run']['images']} image(s): {report['run']['bit_exact']}")
         instructions = report["instructions"]
         lines += ["", f"## Instructions per image: {instructions['network_per_image']}", "",
-                  "| kernel | calls | instructions (all calls) | MACs (all calls) |", "|---|---:|---:|---:|"]
+                  "| kernel | tuned | calls | instructions (all calls) | MACs (all calls) |", "|---|---|---:|---:|---:|"]
         calls, macs = Counter(), Counter()
         for kernel in report["kernels"]:
             calls[kernel["name"]] += 1
             macs[kernel["name"]] += kernel["macs"]
-        lines += [f"| {k if len(k) <= 80 else k[:77] + '...'} | {calls[k]} | {v} | {macs[k]} |"
+        tuned = set(report["tuned_kernels"])
+        lines += [f"| {k if len(k) <= 80 else k[:77] + '...'} | {'yes' if k in tuned else ''} | {calls[k]} | {v} | {macs[k]} |"
                   for k, v in instructions["per_kernel_per_image"].items()]
     return "\n".join(lines) + "\n"

@@ -15,6 +15,11 @@ SOFT_FLOAT_SYMBOL = re.compile(
     r"|__float\w+|__fix\w+|__extend\w+|__trunc\w+)$"
 )
 _ARM_FP_MNEMONIC = re.compile(r"^(v\w+|(cdp|ldc|stc|mcr|mrc|mcrr|mrrc)2?\w*\s+p1[01]\b)")
+# On an integer-MVE board a vector instruction is floating point when it names a float type, an S/D
+# register or the FP status register (MVE integer code uses Q registers and integer types only). Saving the
+# callee-saved Q4-Q7 (= D8-D15) with VPUSH/VPOP/VLDM/VSTM moves bits, it is not arithmetic: it is allowed.
+_MVE_FLOAT = re.compile(r"\.(f16|f32|f64|bf16)\b|(?<!\.)\b[sd]\d{1,2}\b|fpscr|vcvt|vsqrt|vdiv")
+_REGISTER_SAVE = re.compile(r"^(vpush|vpop|vldm\w*|vstm\w*)\s+(sp!?,\s*)?\{d(8|9|1[0-5])(-d(9|1[0-5]))?(,\s*d(9|1[0-5]))*\}$")
 _RISCV_FP_MNEMONIC = re.compile(r"^(c\.)?f(?!ence)\w*")
 
 
@@ -39,16 +44,28 @@ def disassembly(board: Board, elf: Path) -> list[tuple[str, str]]:
     return rows
 
 
+def is_fp_instruction(board: Board, text: str) -> bool:
+    """Whether one disassembled instruction is floating point on ``board`` (MVE integer is not)."""
+    if board.arch != "arm":
+        return bool(_RISCV_FP_MNEMONIC.match(text))
+    if not _ARM_FP_MNEMONIC.match(text):
+        return False
+    if not board.mve or not text.startswith("v"):
+        return True
+    return bool(_MVE_FLOAT.search(text)) and not _REGISTER_SAVE.match(text)
+
+
 def fp_instructions(board: Board, elf: Path) -> dict:
-    pattern = _ARM_FP_MNEMONIC if board.arch == "arm" else _RISCV_FP_MNEMONIC
-    found = [f"{addr}: {text}" for addr, text in disassembly(board, elf) if pattern.match(text)]
+    found = [f"{addr}: {text}" for addr, text in disassembly(board, elf) if is_fp_instruction(board, text)]
     return {"ok": not found, "found": found[:20], "count": len(found)}
 
 
 def fp_build_attributes(board: Board, elf: Path) -> dict:
     text = _tool(board, "readelf", "-A", str(elf))
     if board.arch == "arm":
-        found = [line.strip() for line in text.splitlines() if "Tag_FP_arch" in line or "Tag_MVE_arch" in line]
+        allowed = ("Tag_MVE_arch: MVE Integer only",) if board.mve else ()
+        found = [line.strip() for line in text.splitlines()
+                 if ("Tag_FP_arch" in line or "Tag_MVE_arch" in line) and line.strip() not in allowed]
     else:
         arch = re.search(r"Tag_RISCV_arch: \"?([\w]+)", text)
         extensions = arch.group(1).split("_")[1:] if arch else []

@@ -130,13 +130,19 @@ def kernel_case(spec: KernelSpec, seed: int = 0) -> KernelCase:
     return KernelCase(spec.name, tvm.IRModule({spec.name: func}), arguments, reference_output(spec, seed), spec.macs)
 
 
-def random_case(name: str, func: tirx.PrimFunc, macs: int, seed: int = 0) -> KernelCase:
-    """A case for any kernel of a lowered network: random inputs, expected output from the unscheduled
-    kernel's TVM llvm build (the integer passes' own tests tie that build to their numpy references)."""
+def random_case(name: str, func: tirx.PrimFunc, macs: int, seed: int = 0,
+                given: dict[int, np.ndarray] | None = None) -> KernelCase:
+    """A case for any kernel of a lowered network: random inputs, except the arguments in ``given`` (parameter
+    index -> value, e.g. the network's own weights and requantize shifts, which random values would turn into
+    undefined shifts), expected output from the unscheduled kernel's TVM llvm build (the integer passes' own
+    tests tie that build to their numpy references)."""
     rng = np.random.default_rng(seed)
     arguments = []
-    for param in func.params[:-1]:
+    for index, param in enumerate(func.params[:-1]):
         dtype = str(param.dtype)
+        if given and index in given:
+            arguments.append(np.asarray(given[index], dtype=dtype).reshape([int(d) for d in param.shape]))
+            continue
         lo, hi = RANDOM_INPUT_RANGE.get(dtype, (-(2**15), 2**15))  # wider types: bias-like, no overflow
         arguments.append(rng.integers(lo, hi, [int(d) for d in param.shape]).astype(dtype))
     output = func.params[-1]

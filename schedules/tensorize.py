@@ -31,7 +31,7 @@ def mve_board(board: Board) -> Board:
     """``board`` (a Cortex-M55) compiled with integer MVE; firmware must run ``ENABLE_MVE`` first."""
     if not board.name.startswith("cortex-m55"):
         raise ValueError(f"MVE needs a Cortex-M55, not {board.name}")
-    return dataclasses.replace(board, name=f"{board.name}-mve", cflags=MVE_CFLAGS)
+    return dataclasses.replace(board, name=f"{board.name}-mve", cflags=MVE_CFLAGS, mve=True)
 
 
 def microkernel_sources() -> dict[str, str]:
@@ -80,17 +80,36 @@ def _reduction_block(sch: s_tir.Schedule, func_name: str):
 
 
 def tensorize_matmul(mod: tvm.IRModule) -> tvm.IRModule:
-    """Every kernel of ``mod`` (int8 ``[M, K] x [K, N]`` matmuls) with its inner product on ``iseg_dot_s8``."""
+    """Every kernel of ``mod`` (int8 ``[..., M, K] x [K, N]`` matmuls) with its inner product on ``iseg_dot_s8``."""
     sch = s_tir.Schedule(apply_default_schedules(mod))
     for gv in list(mod.get_global_vars()):
         name = gv.name_hint
         block = _reduction_block(sch, name)
         loops = sch.get_loops(block)
-        reduction = sch.get(block).iter_vars[-1]
-        length = int(reduction.dom.extent)
-        if len(loops) != 3 or length % MVE_LANES:
+        iter_vars = sch.get(block).iter_vars
+        length = int(iter_vars[-1].dom.extent)
+        spatial_then_k = all(iv.iter_type == tirx.IterVar.DataPar for iv in iter_vars[:-1])
+        b_operand = sch.get(block).reads[-1].source  # reads: C, A, B
+        if len(loops) != len(iter_vars) or not spatial_then_k or len(b_operand.shape) != 2 or length % MVE_LANES:
             raise ValueError(f"{name}: not a 2-D matmul with K a multiple of {MVE_LANES}")
-        packed = sch.cache_read(block, len(sch.get(block).reads) - 1, "global")  # reads: C, A, B
+        packed = sch.cache_read(block, len(sch.get(block).reads) - 1, "global")
         sch.transform_layout(packed, ("write", 0), lambda k, n: (n, k))
         sch.tensorize(loops[-1], dot_intrinsic(length))
     return sch.mod
+
+
+def tensorize_matmuls(kernels: tvm.IRModule, skip: frozenset[str] = frozenset()) -> tuple[tvm.IRModule, list[str]]:
+    """Tensorize each kernel of a network that is an int8 matmul (others, and those in ``skip``, stay as they are).
+
+    Returns the module and the names of the tensorized kernels (already scheduled: pass them to
+    ``apply_default_schedules`` in ``skip``)."""
+    functions, tensorized = dict(kernels.functions.items()), []
+    for gv, func in kernels.functions.items():
+        if gv.name_hint in skip or not isinstance(func, tirx.PrimFunc):
+            continue
+        try:
+            functions[gv] = tensorize_matmul(tvm.IRModule({gv: func}))[gv]
+        except (ValueError, RuntimeError):  # ScheduleError: not a matmul, not int8 (e.g. int16 attention), or no match
+            continue
+        tensorized.append(gv.name_hint)
+    return tvm.IRModule(functions, attrs=kernels.attrs), tensorized

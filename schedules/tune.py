@@ -69,12 +69,18 @@ def model_cases(model: str, seed: int = 0) -> tuple[list[KernelCase], str]:
     if not path.is_file():
         raise UserError(f"model file {model} not found; pass a model file or --model {BUILTIN_MODEL}")
     from deploy import flow, lower, measure
+    from deploy.build import default_images
 
-    integer_mod, _shape = flow.integer_module(path, None)
-    program = lower.lower_to_static_program(integer_mod)
+    quantized = flow.integer_module(path, default_images()[0])  # calibrated like `python -m deploy.build`
+    program = lower.lower_to_static_program(quantized.mod)
     macs = measure.macs_per_kernel(program.kernels)
-    cases = [random_case(gv.name_hint, func, macs[gv.name_hint], seed) for gv, func in program.kernels.functions.items()
-             if macs.get(gv.name_hint, 0) > 0]
+    first_call = {call.kernel: call for call in reversed(program.calls)}
+    cases = []
+    for gv, func in program.kernels.functions.items():
+        if macs.get(gv.name_hint, 0) > 0:
+            constants = {i: program.tensors[t].value for i, t in enumerate(first_call[gv.name_hint].args)
+                         if program.tensors[t].kind == "const"}
+            cases.append(random_case(gv.name_hint, func, macs[gv.name_hint], seed, constants))
     return cases, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -108,7 +114,7 @@ def tune_case(case: KernelCase, board: Board, database, scratch: Path, trials: i
     ``rpc`` = (tracker host, tracker port, key): measure on the tracker's servers instead of locally.
     """
     func = case.mod[case.name]
-    kit = FirmwareKit(board, case, scratch / case.name)
+    kit = FirmwareKit(board, case, scratch / f"{case.name[:48]}_{workload_hash(func)}")  # fused names get long
     default = measure_module(kit, apply_default_schedules(case.mod))
     if rpc is None:
         runner = QemuRunner(kit, workers)

@@ -44,12 +44,37 @@ def test_semihosting_print_and_exit_code(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", list(BOARDS))
-def test_fp_instruction_faults_and_is_detected(tmp_path, name):
+def test_fp_instruction_is_detected(tmp_path, name):
     board = BOARDS[name]
     elf = build(tmp_path, board, FLOAT, board.fp_test_cflags)
     assert not proofs.fp_instructions(board, elf)["ok"], "the float program must contain FP instructions"
+
+
+@pytest.mark.parametrize("name", [name for name, board in BOARDS.items() if not board.mve])
+def test_fp_instruction_faults(tmp_path, name):
+    """With CP10/CP11 off the first FP instruction faults. (MVE boards grant CP10/CP11, which also enables
+    the FPU: there only the static proofs apply, see test_mve_board_runs_mve_but_no_float_proof.)"""
+    board = BOARDS[name]
+    elf = build(tmp_path, board, FLOAT, board.fp_test_cflags)
     with pytest.raises(UserError, match=f"hard fault \\(exit code {EXIT_FAULT}\\)"):
         qemu.run_firmware(board, elf, timeout_s=30)
+
+
+MVE_PROGRAM = ('#include <arm_mve.h>\n#include "semihost.h"\nvolatile int8_t a[16] = {1, 2, 3};\n'
+               'int main(void) { return vmladavq_s8(vld1q_s8((const int8_t *)a), vld1q_s8((const int8_t *)a)); }\n')
+
+
+def test_mve_board_runs_mve_but_no_float_proof(tmp_path):
+    """The MVE board's startup grants MVE (the program runs: 1 + 4 + 9), its proofs accept MVE integer
+    instructions and still reject the float program."""
+    board = BOARDS["cortex-m55-mve"]
+    elf = build(tmp_path, board, MVE_PROGRAM, board.cflags)
+    assert proofs.prove_float_free(board, elf)["ok"]
+    assert "vmlav.s8" in proofs._tool(board, "objdump", "-d", "-marmv8.1-m.main", str(elf))
+    result = subprocess.run(qemu.qemu_command(board, elf), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 14
+    float_elf = build(tmp_path, board, FLOAT, board.fp_test_cflags, name="float")
+    assert not proofs.prove_float_free(board, float_elf)["ok"]
 
 
 @pytest.mark.parametrize("name", ["cortex-m55", "riscv32"])
