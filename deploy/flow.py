@@ -124,33 +124,26 @@ def bind_weights(mod: tvm.IRModule, params: list[np.ndarray]) -> tvm.IRModule:
     return relax.transform.BindParams("main", bindings)(mod)
 
 
-def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], output_dir: Path, *,
-                  run: bool = True, numpy_reference=None, model_name: str = "model", tuning_log: Path | None = None,
-                  tuning_model_hash: str | None = None, extern_sources: dict[str, str] | None = None,
-                  timeout_s: float = qemu.DEFAULT_TIMEOUT_S,
-                  sanitize: bool = False) -> DeployResult:
-    """Deploy ``mod`` to ``target``: write ``output_dir``, build, prove float-free, run, compare, measure.
+@dataclass
+class GeneratedC:
+    """The C of one integer module: the static program, its arena plan, the sources and what scheduled them."""
 
-    ``tuning_log``: a ``schedules`` tuning log directory; its kernels replace the default schedules
-    (``tuning_model_hash``, when given, must equal the log's model hash; a log that does not fit is skipped
-    with a ``TuningLogWarning``, also listed in the report).
-    ``extern_sources``: C micro-kernels that tensorized kernels call (``schedules.tensorize``)."""
-    board = get_board(target)
-    steps = ["lower", "schedule", "plan", "emit", "write", "build", "prove"] + (["run", "measure"] if run else [])
-    progress = tqdm(steps, desc=f"deploy {target}", unit="step", leave=False)
+    program: StaticProgram
+    plan: ArenaPlan
+    sources: dict[str, str]
+    report: dict  # model, tensors, kernels, MACs, tuning: the board-independent part of report.json
 
-    def step(name: str) -> None:
-        progress.set_postfix_str(name)
-        progress.update(1)
 
-    if run:
-        qemu.require_tools(board)
+def generate_c(mod: tvm.IRModule, board: Board | None, *, model_name: str = "model", tuning_log: Path | None = None,
+               tuning_model_hash: str | None = None, extern_sources: dict[str, str] | None = None,
+               step=lambda name: None) -> GeneratedC:
+    """Lower, schedule, plan and emit ``mod``. ``board`` picks the tuning log's target, MVE tensorization and
+    the C target's ``-mcpu``; ``None`` gives portable C (default schedules) that every board builds."""
     program = lower_to_static_program(mod)
     step("lower")
-    check_images(images, program)
     macs = measure.macs_per_kernel(program.kernels)
     tuned, tuning_warnings = [], []
-    if tuning_log is not None:
+    if tuning_log is not None and board is not None:
         from schedules import TuningLogWarning, apply_tuning_log
 
         with warnings.catch_warnings(record=True) as caught:
@@ -160,7 +153,7 @@ def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], outp
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         tuning_warnings = [str(w.message) for w in caught if issubclass(w.category, TuningLogWarning)]
     tensorized: list[str] = []
-    if board.mve:
+    if board is not None and board.mve:
         from schedules.tensorize import microkernel_sources, tensorize_matmuls
 
         program.kernels, tensorized = tensorize_matmuls(program.kernels, skip=frozenset(tuned))
@@ -168,24 +161,81 @@ def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], outp
     program.kernels = apply_default_schedules(program.kernels, skip=frozenset(tuned + tensorized))
     step("schedule")
     plan = plan_arena(program)
-    memory = check_memory(program, plan, board)
     step("plan")
-    sources = emit_sources(program, plan, mcpu=board.mcpu, extern_sources=extern_sources)
+    sources = emit_sources(program, plan, mcpu=board.mcpu if board else "", extern_sources=extern_sources)
     step("emit")
     image_t, output_t = program.tensors[program.input_index], program.tensors[program.output_index]
     report = {
-        "model": model_name, "target": board.name, "board": board.description,
+        "model": model_name,
         "input": {"shape": list(image_t.shape), "dtype": image_t.dtype},
         "output": {"shape": list(output_t.shape), "dtype": output_t.dtype},
-        "memory_plan": memory,
         "kernels": [{"name": c.kernel, "macs": macs.get(c.kernel, 0)} for c in program.calls],
         "total_macs": sum(macs.get(c.kernel, 0) for c in program.calls),
-        "tuning_log": str(tuning_log) if tuning_log else None, "tuned_kernels": tuned,
-        "tensorized_kernels": tensorized,
-        "tuning_warnings": tuning_warnings, "tvm_version": tvm.__version__, "host": platform.platform(),
+        "tuning_log": str(tuning_log) if tuning_log and board else None, "tuned_kernels": tuned,
+        "tensorized_kernels": tensorized, "tuning_warnings": tuning_warnings,
+        "tvm_version": tvm.__version__, "host": platform.platform(),
     }
-    with atomic_directory(Path(output_dir)) as staging:
-        write_project(staging, board, sources, np.stack(images), image_t.dtype, output_t.dtype, report)
+    return GeneratedC(program, plan, sources, report)
+
+
+def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], output_dir: Path, *,
+                  run: bool = True, numpy_reference=None, model_name: str = "model", tuning_log: Path | None = None,
+                  tuning_model_hash: str | None = None, extern_sources: dict[str, str] | None = None,
+                  timeout_s: float = qemu.DEFAULT_TIMEOUT_S, sanitize: bool = False) -> DeployResult:
+    """Deploy ``mod`` to ``target``: write ``output_dir``, build, prove float-free, run, compare, measure.
+
+    ``tuning_log``: a ``schedules`` tuning log directory; its kernels replace the default schedules
+    (``tuning_model_hash``, when given, must equal the log's model hash; a log that does not fit is skipped
+    with a ``TuningLogWarning``, also listed in the report).
+    ``extern_sources``: C micro-kernels that tensorized kernels call (``schedules.tensorize``)."""
+    board = get_board(target)
+    steps = ["lower", "schedule", "plan", "emit", "write", "build", "prove"] + (["run", "measure"] if run else [])
+    with tqdm(steps, desc=f"deploy {target}", unit="step", leave=False) as progress:
+        def step(name: str) -> None:
+            progress.set_postfix_str(name)
+            progress.update(1)
+
+        if run:
+            qemu.require_tools(board)
+        generated = generate_c(mod, board, model_name=model_name, tuning_log=tuning_log,
+                               tuning_model_hash=tuning_model_hash, extern_sources=extern_sources, step=step)
+        check_images(images, generated.program)
+        references = host.tvm_host_outputs(mod, images) if run else None
+        numpy_outputs = [numpy_reference(i) for i in images] if run and numpy_reference is not None else None
+        return build_and_run(generated, board, images, Path(output_dir), references, numpy_outputs, run=run,
+                             timeout_s=timeout_s, sanitize=sanitize, step=step)
+
+
+def deploy_to_boards(mod: tvm.IRModule, targets: list[str], images: list[np.ndarray], output_root: Path, *,
+                     numpy_reference=None, model_name: str = "model",
+                     timeout_s: float = qemu.DEFAULT_TIMEOUT_S) -> dict[str, DeployResult]:
+    """Generate portable C for ``mod`` once, then build, prove and run it on every board of ``targets``
+    (``output_root/<target>``), each compared with one TVM host build and the numpy reference."""
+    boards = [get_board(t) for t in targets]
+    for board in boards:
+        qemu.require_tools(board)
+    generated = generate_c(mod, None, model_name=model_name)
+    check_images(images, generated.program)
+    references = host.tvm_host_outputs(mod, images)
+    numpy_outputs = [numpy_reference(i) for i in images] if numpy_reference is not None else None
+    return {board.name: build_and_run(generated, board, images, Path(output_root) / board.name, references,
+                                      numpy_outputs, timeout_s=timeout_s)
+            for board in tqdm(boards, desc="boards", unit="board", leave=False)}
+
+
+def build_and_run(generated: GeneratedC, board: Board, images: list[np.ndarray], output_dir: Path,
+                  references: list[np.ndarray] | None, numpy_outputs: list[np.ndarray] | None = None, *,
+                  run: bool = True, timeout_s: float = qemu.DEFAULT_TIMEOUT_S, sanitize: bool = False,
+                  step=lambda name: None) -> DeployResult:
+    """Write ``generated`` as ``board``'s project in ``output_dir``, build, prove float-free and (``run``) run
+    it in QEMU on ``images``, compared with ``references`` (TVM host) and ``numpy_outputs``; measure."""
+    program = generated.program
+    check_images(images, program)
+    image_t, output_t = program.tensors[program.input_index], program.tensors[program.output_index]
+    report = {**generated.report, "target": board.name, "board": board.description,
+              "memory_plan": check_memory(program, generated.plan, board)}
+    with atomic_directory(output_dir) as staging:
+        write_project(staging, board, generated.sources, np.stack(images), image_t.dtype, output_t.dtype, report)
         step("write")
         elf = qemu.build_firmware(staging, board)
         report["size"] = measure.section_sizes(board, elf)
@@ -200,18 +250,18 @@ def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], outp
             counts = staging / "insn_counts.txt"
             text = qemu.run_firmware(board, elf, timeout_s, measure.plugin_path(), counts)
             outputs = qemu.parse_outputs(text, output_t.dtype, output_t.shape)
-            references = host.tvm_host_outputs(mod, images)
             report["run"] = _compare("tvm-llvm-host", outputs + [None] * (len(images) - len(outputs)), references)
             report["run"]["images"] = len(images)
-            if numpy_reference is not None:
-                report["run_vs_numpy"] = _compare("numpy", outputs, [numpy_reference(i) for i in images])
+            if numpy_outputs is not None:
+                report["run_vs_numpy"] = _compare("numpy", outputs, numpy_outputs)
             if sanitize:
                 sanitized, reports = host.sanitized_outputs(staging / "src", images, output_t.dtype, output_t.shape)
                 report["host_sanitizers"] = {"reports": reports, **_compare("tvm-llvm-host", sanitized, references)}
             step("run")
             per_symbol = measure.instructions_per_symbol(board, elf, counts)
-            kernel_names = {c.kernel for c in program.calls} | {"isegmenter_run"}
-            network = {k: v for k, v in per_symbol.items() if k in kernel_names}
+            library = [staging / "obj" / f"{Path(name).stem}.o" for name in generated.sources if name.endswith(".c")]
+            network_functions = measure.defined_functions(board, library)  # kernels, micro-kernels, isegmenter_run
+            network = {k: v for k, v in per_symbol.items() if k in network_functions}
             report["instructions"] = {
                 "total_program": sum(per_symbol.values()),
                 "network_per_image": sum(network.values()) // len(images),
@@ -221,8 +271,7 @@ def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], outp
             step("measure")
         (staging / "report.json").write_text(json.dumps(report, indent=2))
         (staging / "report.md").write_text(markdown_report(report))
-    progress.close()
-    return DeployResult(Path(output_dir), report)
+    return DeployResult(output_dir, report)
 
 
 def markdown_report(report: dict) -> str:

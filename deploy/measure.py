@@ -67,6 +67,13 @@ def function_symbols(board: Board, elf: Path) -> list[tuple[int, int, str]]:
     return sorted(symbols)
 
 
+def defined_functions(board: Board, objects: list[Path]) -> set[str]:
+    """Names of the functions the object files define (the network library: kernels, micro-kernels, run)."""
+    text = subprocess.run([board.tool_prefix + "nm", "--defined-only", *map(str, objects)], capture_output=True,
+                          text=True, check=True).stdout
+    return {parts[2] for parts in map(str.split, text.splitlines()) if len(parts) == 3 and parts[1] in "tTW"}
+
+
 def instructions_per_symbol(board: Board, elf: Path, counts_file: Path) -> dict[str, int]:
     """Sum the plugin's per-address counts into per-function counts (``?`` for unknown addresses)."""
     symbols = function_symbols(board, elf)
