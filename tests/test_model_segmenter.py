@@ -12,8 +12,8 @@ from segmenter import export, model
 from segmenter.evaluate import miou, predict
 
 # The project goal is 0.60; the committed weights reach less (see docs/model.md). This floor sits a
-# little under what they measured on these 300 scenes, so a broken model, preprocessing or data fails.
-MIOU_FLOOR = 0.50
+# little under what they measured on these 300 scenes (0.556), so a broken model, preprocessing or data fails.
+MIOU_FLOOR = 0.53
 TEST_SCENES = 300
 
 
