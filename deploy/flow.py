@@ -6,6 +6,7 @@ staging directory that replaces ``output_dir`` only when the flow succeeds.
 """
 import json
 import platform
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from deploy.lower import StaticProgram, lower_to_static_program
 from deploy.memory_plan import ArenaPlan, plan_arena
 from deploy.project import atomic_directory, write_project
 from deploy.schedule import apply_default_schedules
+from deploy.tir_pipeline import kernels_to_c
 from targets import KIB, Board, get_board
 
 
@@ -48,6 +50,31 @@ def integer_module(model_path: Path, calibration_image: Path):
     _, _, height, width = imported.input_shape  # float models take NCHW
     calibration = load_image(calibration_image, (1, height, width, 3))
     return quantize_model(imported, calibration, progress=True)
+
+
+@dataclass
+class FloatModel:
+    """The float model for the fp32 comparison build: ``main(float32 NCHW pixels 0..255) -> logits``."""
+
+    mod: tvm.IRModule
+    image_shape: tuple[int, ...]  # the uint8 NHWC image it is fed from
+    imported: object
+
+    def inputs(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """uint8 NHWC images -> the float model's inputs (the passes' own conversion)."""
+        from relax_passes.quantize import model_inputs
+
+        return model_inputs(self.imported, np.concatenate(images))
+
+
+def float_model(model_path: Path) -> FloatModel:
+    """Float model file -> its float Relax module (weights bound, input normalisation folded, as the passes see it)."""
+    from frontend import loader
+    from relax_passes.quantize import float_module
+
+    imported = loader.load(model_path)
+    _, _, height, width = imported.input_shape
+    return FloatModel(float_module(imported), (1, height, width, 3), imported)
 
 
 def load_image(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
@@ -115,6 +142,21 @@ def _compare(name: str, outputs: list[np.ndarray], references: list[np.ndarray])
     return {"against": name, "bit_exact": all(equal), "differing_elements": differing}
 
 
+FLOAT_TOLERANCE = 1e-3  # max |board - host| on the fp32 logits, relative to the largest |host| logit
+
+
+def _compare_float(name: str, outputs: list[np.ndarray], references: list[np.ndarray]) -> dict:
+    """fp32 build vs the TVM llvm float build: per-pixel argmax over the class axis, and the largest difference."""
+    result = _compare(name, outputs, references)
+    valid = [(o, r) for o, r in zip(outputs, references) if o is not None and o.shape == r.shape]
+    result["argmax_identical"] = len(valid) == len(references) and all(
+        np.array_equal(o.argmax(axis=1), r.argmax(axis=1)) for o, r in valid)
+    result["max_abs_diff"] = max((float(np.abs(o - r).max()) for o, r in valid), default=None)
+    scale = max((float(np.abs(r).max()) for _, r in valid), default=1.0) or 1.0
+    result["within_tolerance"] = result["max_abs_diff"] is not None and result["max_abs_diff"] <= FLOAT_TOLERANCE * scale
+    return result
+
+
 def bind_weights(mod: tvm.IRModule, params: list[np.ndarray]) -> tvm.IRModule:
     """``main(image, *weights)`` -> ``main(image)`` with the weights as constants (ImportedModel order)."""
     main = mod["main"]
@@ -122,6 +164,21 @@ def bind_weights(mod: tvm.IRModule, params: list[np.ndarray]) -> tvm.IRModule:
         raise UserError(f"main takes {len(main.params) - 1} weights but {len(params)} were given")
     bindings = {var: tvm.runtime.tensor(value) for var, value in zip(main.params[1:], params)}
     return relax.transform.BindParams("main", bindings)(mod)
+
+
+_STACK_ARRAY = re.compile(r"^\s+(?:u?int(8|16|32|64)_t|bool) \w+\[(\d+)\];", re.MULTILINE)
+
+
+def stack_array_bytes(kernels: tvm.IRModule, name: str, board: Board) -> int:
+    """Bytes of the local arrays kernel ``name`` declares in its C (a tuned schedule may cache whole tiles)."""
+    source = kernels_to_c(tvm.IRModule({kernels.get_global_var(name): kernels[name]}), board.mcpu)
+    return sum(int(bits or 8) // 8 * int(count) for bits, count in _STACK_ARRAY.findall(source))
+
+
+def _replace_kernel(kernels: tvm.IRModule, name: str, originals: tvm.IRModule) -> tvm.IRModule:
+    functions = dict(kernels.functions.items())
+    functions[kernels.get_global_var(name)] = originals[name]
+    return tvm.IRModule(functions, attrs=kernels.attrs)
 
 
 @dataclass
@@ -136,24 +193,36 @@ class GeneratedC:
 
 def generate_c(mod: tvm.IRModule, board: Board | None, *, model_name: str = "model", tuning_log: Path | None = None,
                tuning_model_hash: str | None = None, extern_sources: dict[str, str] | None = None,
-               step=lambda name: None) -> GeneratedC:
+               precision: str = "int8", step=lambda name: None) -> GeneratedC:
     """Lower, schedule, plan and emit ``mod``. ``board`` picks the tuning log's target, MVE tensorization and
-    the C target's ``-mcpu``; ``None`` gives portable C (default schedules) that every board builds."""
-    program = lower_to_static_program(mod)
+    the C target's ``-mcpu``; ``None`` gives portable C (default schedules) that every board builds.
+    ``precision="fp32"``: the float comparison build of a float module (no tuning log, no tensorization)."""
+    floating = precision == "fp32"
+    if board is not None and board.fpu and not floating:
+        raise UserError(f"{board.name} is a float board (FPU on) for --precision fp32; deploy integer models to "
+                        "an integer board such as cortex-m55")
+    program = lower_to_static_program(mod, allow_float=floating)
+    tuning_log = None if floating else tuning_log
     step("lower")
     macs = measure.macs_per_kernel(program.kernels)
     tuned, tuning_warnings = [], []
     if tuning_log is not None and board is not None:
         from schedules import TuningLogWarning, apply_tuning_log
 
+        untuned = program.kernels
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", TuningLogWarning)
             program.kernels, tuned = apply_tuning_log(program.kernels, board.name, tuning_log, tuning_model_hash)
         for warning in caught:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         tuning_warnings = [str(w.message) for w in caught if issubclass(w.category, TuningLogWarning)]
+        for name in [n for n in tuned if stack_array_bytes(program.kernels, n, board) > board.stack_size // 2]:
+            tuned.remove(name)  # back to the unscheduled kernel: the default schedule below takes it
+            program.kernels = _replace_kernel(program.kernels, name, untuned)
+            tuning_warnings.append(f"the tuned schedule of {name[:60]} keeps big arrays on the stack "
+                                   f"(> {board.stack_size // 2} B); default schedule kept")
     tensorized: list[str] = []
-    if board is not None and board.mve:
+    if board is not None and board.mve and not floating:
         from schedules.tensorize import microkernel_sources, tensorize_matmuls
 
         program.kernels, tensorized = tensorize_matmuls(program.kernels, skip=frozenset(tuned))
@@ -166,7 +235,7 @@ def generate_c(mod: tvm.IRModule, board: Board | None, *, model_name: str = "mod
     step("emit")
     image_t, output_t = program.tensors[program.input_index], program.tensors[program.output_index]
     report = {
-        "model": model_name,
+        "model": model_name, "precision": precision,
         "input": {"shape": list(image_t.shape), "dtype": image_t.dtype},
         "output": {"shape": list(output_t.shape), "dtype": output_t.dtype},
         "kernels": [{"name": c.kernel, "macs": macs.get(c.kernel, 0)} for c in program.calls],
@@ -181,7 +250,8 @@ def generate_c(mod: tvm.IRModule, board: Board | None, *, model_name: str = "mod
 def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], output_dir: Path, *,
                   run: bool = True, numpy_reference=None, model_name: str = "model", tuning_log: Path | None = None,
                   tuning_model_hash: str | None = None, extern_sources: dict[str, str] | None = None,
-                  timeout_s: float = qemu.DEFAULT_TIMEOUT_S, sanitize: bool = False) -> DeployResult:
+                  timeout_s: float = qemu.DEFAULT_TIMEOUT_S, sanitize: bool = False, precision: str = "int8"
+                  ) -> DeployResult:
     """Deploy ``mod`` to ``target``: write ``output_dir``, build, prove float-free, run, compare, measure.
 
     ``tuning_log``: a ``schedules`` tuning log directory; its kernels replace the default schedules
@@ -198,7 +268,8 @@ def deploy_module(mod: tvm.IRModule, target: str, images: list[np.ndarray], outp
         if run:
             qemu.require_tools(board)
         generated = generate_c(mod, board, model_name=model_name, tuning_log=tuning_log,
-                               tuning_model_hash=tuning_model_hash, extern_sources=extern_sources, step=step)
+                               tuning_model_hash=tuning_model_hash, extern_sources=extern_sources,
+                               precision=precision, step=step)
         check_images(images, generated.program)
         references = host.tvm_host_outputs(mod, images) if run else None
         numpy_outputs = [numpy_reference(i) for i in images] if run and numpy_reference is not None else None
@@ -244,13 +315,16 @@ def build_and_run(generated: GeneratedC, board: Board, images: list[np.ndarray],
         report["stack_bytes_per_function"] = stack
         check_stack(stack, board)
         step("build")
-        report["float_free"] = proofs.prove_float_free(board, elf)
+        floating = generated.report["precision"] == "fp32"
+        report["float_free"] = ({"ok": None, "not_applied": "fp32 comparison build: floating point on purpose"}
+                                if floating else proofs.prove_float_free(board, elf))
         step("prove")
         if run:
             counts = staging / "insn_counts.txt"
             text = qemu.run_firmware(board, elf, timeout_s, measure.plugin_path(), counts)
             outputs = qemu.parse_outputs(text, output_t.dtype, output_t.shape)
-            report["run"] = _compare("tvm-llvm-host", outputs + [None] * (len(images) - len(outputs)), references)
+            padded = outputs + [None] * (len(images) - len(outputs))
+            report["run"] = (_compare_float if floating else _compare)("tvm-llvm-host", padded, references)
             report["run"]["images"] = len(images)
             if numpy_outputs is not None:
                 report["run_vs_numpy"] = _compare("numpy", outputs, numpy_outputs)
@@ -286,7 +360,8 @@ def markdown_report(report: dict) -> str:
         f"ratio {memory['arena_ratio']}), weights {memory['weights_bytes']} B",
         f"- flash {size.get('flash_bytes')} B, RAM {size.get('ram_bytes')} B (incl. reserved stack), "
         f"largest stack frame {report.get('stack_bytes_max_function')} B",
-        f"- float-free proofs: {'pass' if report['float_free']['ok'] else 'FAIL'}",
+        f"- float-free proofs: " + ({True: "pass", False: "FAIL"}.get(report["float_free"]["ok"])
+                                    or f"not applied ({report['float_free'].get('not_applied')})"),
         f"- MACs per image: {report['total_macs']}",
         f"- tuning log: {report['tuning_log'] or 'none'}; tuned kernels: {len(report['tuned_kernels'])} of "
         f"{len({k['name'] for k in report['kernels']})}; MVE-tensorized kernels: {len(report['tensorized_kernels'])}"
@@ -294,6 +369,9 @@ def markdown_report(report: dict) -> str:
     ]
     if "run" in report:
         lines.append(f"- bit-exact vs TVM host build on {report['run']['images']} image(s): {report['run']['bit_exact']}")
+        if "argmax_identical" in report["run"]:
+            lines.append(f"- fp32 vs TVM host float build: argmax identical {report['run']['argmax_identical']}, "
+                         f"max |difference| {report['run']['max_abs_diff']}")
         instructions = report["instructions"]
         lines += ["", f"## Instructions per image: {instructions['network_per_image']}", "",
                   "| kernel | tuned | calls | instructions (all calls) | MACs (all calls) |", "|---|---|---:|---:|---:|"]

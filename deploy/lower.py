@@ -81,8 +81,10 @@ def lower_relax(mod: tvm.IRModule) -> tvm.IRModule:
     return tvm.ir.transform.Sequential([make() for make in LOWERING_PASSES])(mod)
 
 
-def lower_to_static_program(mod: tvm.IRModule) -> StaticProgram:
-    """Lower ``mod`` (``main(image) -> class_map``, weights as constants) into a StaticProgram."""
+def lower_to_static_program(mod: tvm.IRModule, allow_float: bool = False) -> StaticProgram:
+    """Lower ``mod`` (``main(image) -> class_map``, weights as constants) into a StaticProgram.
+
+    Float tensors are refused unless ``allow_float`` (the fp32 comparison build)."""
     main = mod["main"]
     if len(main.params) != 1:
         raise UserError(
@@ -97,7 +99,7 @@ def lower_to_static_program(mod: tvm.IRModule) -> StaticProgram:
     tensor_of: dict[relax.Var, int] = {}
 
     def add(tensor: Tensor) -> int:
-        if not tensor.dtype.startswith(("int", "uint", "bool")):
+        if not tensor.dtype.startswith(("int", "uint", "bool")) and not (allow_float and tensor.dtype == "float32"):
             raise UserError(f"tensor '{tensor.name}' is {tensor.dtype}: the deployed module must be integer-only; "
                             "run the relax_passes integerization first")
         program.tensors.append(tensor)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.emit_c import PRELUDE, array_literal, c_type
+from deploy.emit_c import array_literal, c_type, prelude
 from targets import Board
 from targets.linker import linker_script
 
@@ -75,7 +75,7 @@ VPATH = src app startup
 OBJS = {objs}
 
 firmware.elf: $(OBJS) linker.ld
-\t$(CC) $(CFLAGS) $(OBJS) -nostdlib -T linker.ld -lgcc -Wl,-Map=firmware.map -o $@
+\t$(CC) $(CFLAGS) $(OBJS) -nostdlib -T linker.ld {libs} -Wl,-Map=firmware.map -o $@
 
 obj/%.o: %.c | obj
 \t$(CC) $(CFLAGS) -c $< -o $@
@@ -170,13 +170,15 @@ def write_project(directory: Path, board: Board, sources: dict[str, str], images
     image_size = int(np.prod(images.shape[1:]))
     files = {f"src/{name}": text for name, text in sources.items()}
     files.update({f"app/{n}": t for n, t in _test_images_sources(images, input_dtype, image_size).items()})
-    files["app/main.c"] = _MAIN_C.format(prelude=PRELUDE, out_type=c_type(output_dtype),
+    floating = input_dtype.startswith("float") or output_dtype.startswith("float")
+    files["app/main.c"] = _MAIN_C.format(prelude=prelude(floating), out_type=c_type(output_dtype),
                                          per_line=BYTES_PER_LINE, begin=OUTPUT_BEGIN, end=OUTPUT_END)
     files["linker.ld"] = linker_script(board)
     library = [name for name in sources if name.endswith(".c")]
     objs = [f"obj/{Path(n).stem}.o" for n in (*library, "main.c", "test_images.c")]
     objs += [f"obj/{p.stem}.o" for p in board.startup_sources]
     files["Makefile"] = _MAKEFILE.format(name=board.name, cc=board.cc, cflags=" ".join(board_cflags(board)),
+                                         libs="-lm -lc -lgcc" if floating else "-lgcc",
                                          qemu=board.qemu, qemu_args=" ".join(board.qemu_args), objs=" ".join(objs))
     files["zephyr/CMakeLists.txt"] = _ZEPHYR_CMAKE
     files["zephyr/prj.conf"] = _ZEPHYR_PRJ.format(stack=board.stack_size)

@@ -40,10 +40,13 @@ class Board:
     ram: Region  # data, bss, arena, stack
     weights: Region | None = None  # separate read-only memory for .rodata (e.g. XIP QSPI flash)
     stack_size: int = 64 * KIB
-    # Integer MVE (Helium) on (cflags define ISEG_ENABLE_MVE): the startup code grants CP10/CP11 (which gate
+    # Integer MVE (Helium) on (cflags define ISEG_ENABLE_CP10_CP11): the startup code grants CP10/CP11 (which gate
     # MVE and the FPU alike), matmul kernels are tensorized with the MVE micro-kernel, the proofs accept MVE
     # integer instructions and still reject VFP/MVE-float ones.
     mve: bool = False
+    # Float board (FPU on, hard-float ABI): only for the fp32 comparison build (``--precision fp32``); the
+    # integer-only proofs do not apply. Integer models go to the integer boards.
+    fpu: bool = False
 
     @property
     def weights_region(self) -> Region:
@@ -92,14 +95,28 @@ BOARDS: dict[str, Board] = {
             description="Arm Cortex-M55 with integer MVE (Helium), MPS3 AN547; no floating point",
             arch="arm",
             cc="arm-none-eabi-gcc",
-            cflags=("-mcpu=cortex-m55+nofp", "-mfloat-abi=softfp", "-mthumb", "-DISEG_ENABLE_MVE"),
-            fp_test_cflags=("-mcpu=cortex-m55", "-mfloat-abi=softfp", "-mthumb", "-DISEG_ENABLE_MVE"),
+            cflags=("-mcpu=cortex-m55+nofp", "-mfloat-abi=softfp", "-mthumb", "-DISEG_ENABLE_CP10_CP11"),
+            fp_test_cflags=("-mcpu=cortex-m55", "-mfloat-abi=softfp", "-mthumb", "-DISEG_ENABLE_CP10_CP11"),
             qemu=_ARM_QEMU,
             qemu_args=("-M", "mps3-an547"),
             flash=Region(0x00000000, 512 * KIB),
             ram=Region(0x21000000, 4 * MIB),
             weights=Region(0x28000000, 8 * MIB),
             mve=True,
+        ),
+        Board(
+            name="cortex-m55-fp",
+            description="Arm Cortex-M55 with its FPU on (hard-float ABI), MPS3 AN547; fp32 comparison builds only",
+            arch="arm",
+            cc="arm-none-eabi-gcc",
+            cflags=("-mcpu=cortex-m55+nomve", "-mfloat-abi=hard", "-mthumb", "-DISEG_ENABLE_CP10_CP11"),
+            fp_test_cflags=("-mcpu=cortex-m55+nomve", "-mfloat-abi=hard", "-mthumb", "-DISEG_ENABLE_CP10_CP11"),
+            qemu=_ARM_QEMU,
+            qemu_args=("-M", "mps3-an547"),
+            flash=Region(0x00000000, 512 * KIB),
+            ram=Region(0x21000000, 4 * MIB),
+            weights=Region(0x28000000, 8 * MIB),
+            fpu=True,
         ),
         Board(
             name="cortex-m4",

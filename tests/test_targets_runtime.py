@@ -50,10 +50,10 @@ def test_fp_instruction_is_detected(tmp_path, name):
     assert not proofs.fp_instructions(board, elf)["ok"], "the float program must contain FP instructions"
 
 
-@pytest.mark.parametrize("name", [name for name, board in BOARDS.items() if not board.mve])
+@pytest.mark.parametrize("name", [name for name, board in BOARDS.items() if not (board.mve or board.fpu)])
 def test_fp_instruction_faults(tmp_path, name):
-    """With CP10/CP11 off the first FP instruction faults. (MVE boards grant CP10/CP11, which also enables
-    the FPU: there only the static proofs apply, see test_mve_board_runs_mve_but_no_float_proof.)"""
+    """With CP10/CP11 off the first FP instruction faults. (MVE and float boards grant CP10/CP11, which enables
+    the FPU: on MVE boards only the static proofs apply, see test_mve_board_runs_mve_but_no_float_proof.)"""
     board = BOARDS[name]
     elf = build(tmp_path, board, FLOAT, board.fp_test_cflags)
     with pytest.raises(UserError, match=f"hard fault \\(exit code {EXIT_FAULT}\\)"):

@@ -1,7 +1,7 @@
 /* Cortex-M startup: vector table, .data/.bss initialisation, semihosting via BKPT 0xAB.
  * The FPU is left disabled (CPACR reset value), so any FP instruction raises a fault that
- * fault_handler turns into exit code ISEG_EXIT_FAULT. Built for an integer-MVE board (-DISEG_ENABLE_MVE), the
- * reset handler grants CP10/CP11 first: they gate MVE as well as the FPU, so on such a board only the static
+ * fault_handler turns into exit code ISEG_EXIT_FAULT. Built for an integer-MVE or a float board (-DISEG_ENABLE_CP10_CP11),
+ * the reset handler grants CP10/CP11 first: they gate MVE as well as the FPU, so on an MVE board only the static
  * proofs (no VFP/MVE-float instruction, no soft-float helper) show that the firmware is integer-only. */
 #include <stdint.h>
 
@@ -42,7 +42,7 @@ int semihost_call(int op, const void *arg)
 /* The copy loops must stay loops: as memcpy/memset calls they would need a C library. */
 __attribute__((optimize("no-tree-loop-distribute-patterns"))) void reset_handler(void)
 {
-#if defined(ISEG_ENABLE_MVE)
+#if defined(ISEG_ENABLE_CP10_CP11)
     *(volatile uint32_t *)0xE000ED88u |= 0xFu << 20; /* CPACR: full access to CP10/CP11 */
     __asm__ volatile("dsb\n\tisb" ::: "memory");
 #endif
