@@ -333,9 +333,11 @@ def build_and_run(generated: GeneratedC, board: Board, images: list[np.ndarray],
                 report["host_sanitizers"] = {"reports": reports, **_compare("tvm-llvm-host", sanitized, references)}
             step("run")
             per_symbol = measure.instructions_per_symbol(board, elf, counts)
-            library = [staging / "obj" / f"{Path(name).stem}.o" for name in generated.sources if name.endswith(".c")]
-            network_functions = measure.defined_functions(board, library)  # kernels, micro-kernels, isegmenter_run
-            network = {k: v for k, v in per_symbol.items() if k in network_functions}
+            # The network: everything but the test runner and the startup code, i.e. kernels, isegmenter_run,
+            # micro-kernels and the library helpers they call (soft-float, libm, 64-bit division).
+            runner = [o for o in (staging / "obj").glob("*.o") if o.stem not in {Path(n).stem for n in generated.sources}]
+            runner_functions = measure.defined_functions(board, runner)
+            network = {k: v for k, v in per_symbol.items() if k not in runner_functions}
             report["instructions"] = {
                 "total_program": sum(per_symbol.values()),
                 "network_per_image": sum(network.values()) // len(images),

@@ -1,0 +1,109 @@
+"""``python -m deploy.benchmark``: the shipped Segmenter on the Cortex-M55 in five builds, one run.
+
+Integer (scalar, default schedules), integer (committed tuning log), integer (MVE-tensorized int8 matmuls),
+FP32 soft-float (``+nofp``) and FP32 on the hardware FPU: exact retired instructions per image (QEMU TCG
+plugin, the network and every helper it calls), flash, RAM, MACs per instruction, and the ratios. Writes
+``build/benchmark.json`` and ``build/benchmark.md``; every project stays in ``build/benchmark/<build>/``.
+These are instruction counts, not cycles.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from common.errors import UserError
+from common.paths import BUILD_DIR, IMAGES_DIR
+
+BUILDS = {  # name -> (board, precision, tuned)
+    "int8 scalar": ("cortex-m55", "int8", False),
+    "int8 tuned": ("cortex-m55", "int8", True),
+    "int8 MVE": ("cortex-m55-mve", "int8", False),
+    "fp32 soft-float": ("cortex-m55", "fp32", False),
+    "fp32 FPU": ("cortex-m55-fp", "fp32", False),
+}
+RATIOS = [  # (numerator build, denominator build, goal): "numerator needs goal-times the instructions"
+    ("fp32 soft-float", "int8 scalar", 20.0), ("fp32 FPU", "int8 scalar", 2.0),
+    ("int8 scalar", "int8 tuned", 2.0), ("fp32 FPU", "int8 MVE", 4.0),
+]
+
+
+def run_builds(model_path: Path, image: Path, output: Path) -> dict:
+    from deploy import flow
+    from deploy.tuning import choose_log
+
+    quantized = flow.integer_module(model_path, IMAGES_DIR / "test_000.png")
+    floating = flow.float_model(model_path)
+    uint8_image = flow.load_image(image, tuple(quantized.input_shape))
+    rows = {}
+    for name, (board, precision, tuned) in BUILDS.items():
+        if precision == "fp32":
+            mod, images, reference = floating.mod, floating.inputs([uint8_image]), None
+        else:
+            mod, images, reference = quantized.mod, [uint8_image], quantized.reference
+        tuning = choose_log(model_path, board, None, no_tuning=not tuned)
+        report = flow.deploy_module(mod, board, images, output / name.replace(" ", "-"), numpy_reference=reference,
+                                    model_name=model_path.stem, tuning_log=tuning.log_dir,
+                                    tuning_model_hash=tuning.model_hash, precision=precision).report
+        run = report["run"]
+        rows[name] = {
+            "board": board, "precision": precision,
+            "instructions": report["instructions"]["network_per_image"],
+            "macs": report["total_macs"],
+            "macs_per_instruction": round(report["total_macs"] / report["instructions"]["network_per_image"], 4),
+            "flash_bytes": report["size"]["flash_bytes"], "ram_bytes": report["size"]["ram_bytes"],
+            "matches_host": run["argmax_identical"] if precision == "fp32" else run["bit_exact"],
+            "float_free": report["float_free"]["ok"],
+            "tuned_kernels": len(report["tuned_kernels"]), "tensorized_kernels": len(report["tensorized_kernels"]),
+            "tuning_warnings": report["tuning_warnings"],
+        }
+    ratios = [{"ratio": f"{a} / {b}", "measured": round(rows[a]["instructions"] / rows[b]["instructions"], 2),
+               "goal": goal} for a, b, goal in RATIOS]
+    for ratio in ratios:
+        ratio["met"] = ratio["measured"] >= ratio["goal"]
+    return {"model": str(model_path), "image": str(image), "target": "cortex-m55", "builds": rows, "ratios": ratios,
+            "unit": "retired instructions per image (QEMU TCG plugin, -icount shift=0), not cycles"}
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# {Path(result['model']).name} on the Cortex-M55 ({Path(result['image']).name})", "",
+             "| build | board | instructions / image | MACs / instruction | flash B | RAM B | matches host | notes |",
+             "|---|---|---:|---:|---:|---:|---|---|"]
+    for name, row in result["builds"].items():
+        notes = []
+        if row["tuned_kernels"]:
+            notes.append(f"{row['tuned_kernels']} tuned kernels")
+        if row["tensorized_kernels"]:
+            notes.append(f"{row['tensorized_kernels']} MVE kernels")
+        notes.append({True: "float-free proofs pass", False: "float-free proofs FAIL", None: "float on purpose"}
+                     [row["float_free"]])
+        lines.append(f"| {name} | {row['board']} | {row['instructions']:,} | {row['macs_per_instruction']} | "
+                     f"{row['flash_bytes']:,} | {row['ram_bytes']:,} | {row['matches_host']} | {', '.join(notes)} |")
+    lines += ["", "| ratio of instructions | measured | goal | met |", "|---|---:|---:|---|"]
+    lines += [f"| {r['ratio']} | {r['measured']}x | {r['goal']}x | {'yes' if r['met'] else 'no'} |"
+              for r in result["ratios"]]
+    return "\n".join(lines + ["", result["unit"]]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from deploy.build import default_images, default_model
+
+    parser = argparse.ArgumentParser(prog="python -m deploy.benchmark", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="float model file (default: the shipped one)")
+    parser.add_argument("--image", type=Path, help="image to run (default: the second shipped test image)")
+    parser.add_argument("--output", type=Path, default=BUILD_DIR, help="writes benchmark.{json,md} and benchmark/")
+    args = parser.parse_args(argv)
+    try:
+        result = run_builds(args.model or default_model(), args.image or default_images()[1],
+                            args.output / "benchmark")
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    text = markdown(result)
+    (args.output / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.output / "benchmark.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
