@@ -78,6 +78,8 @@ def _build(args: argparse.Namespace) -> int:
 
     board = get_board(args.target)
     floating = args.precision == "fp32"
+    if board.fpu and not floating:
+        raise UserError(flow.FLOAT_BOARD_ERROR.format(board=board.name))
     if floating and args.example:
         raise UserError("--precision fp32 deploys the float model; pass --model (or none: the shipped one), "
                         "not --example")

@@ -181,6 +181,10 @@ def _replace_kernel(kernels: tvm.IRModule, name: str, originals: tvm.IRModule) -
     return tvm.IRModule(functions, attrs=kernels.attrs)
 
 
+FLOAT_BOARD_ERROR = ("{board} is a float board (FPU on) for --precision fp32; deploy integer models to an "
+                     "integer board such as cortex-m55")
+
+
 @dataclass
 class GeneratedC:
     """The C of one integer module: the static program, its arena plan, the sources and what scheduled them."""
@@ -199,8 +203,7 @@ def generate_c(mod: tvm.IRModule, board: Board | None, *, model_name: str = "mod
     ``precision="fp32"``: the float comparison build of a float module (no tuning log, no tensorization)."""
     floating = precision == "fp32"
     if board is not None and board.fpu and not floating:
-        raise UserError(f"{board.name} is a float board (FPU on) for --precision fp32; deploy integer models to "
-                        "an integer board such as cortex-m55")
+        raise UserError(FLOAT_BOARD_ERROR.format(board=board.name))
     program = lower_to_static_program(mod, allow_float=floating)
     tuning_log = None if floating else tuning_log
     step("lower")

@@ -34,9 +34,19 @@ def test_unknown_target_cli(capsys):
     assert "known targets: cortex-m55" in one_line_error(capsys)
 
 
-def test_fp32_not_available_yet(capsys):
+def test_fp32_needs_the_float_model_not_the_integer_example(capsys):
     assert build_main(["--precision", "fp32", "--example", "toy"]) == 2
-    assert "not available yet: fp32" in one_line_error(capsys)
+    assert "--precision fp32 deploys the float model" in one_line_error(capsys)
+
+
+def test_integer_model_on_the_float_board_is_refused(capsys):
+    assert build_main(["--target", "cortex-m55-fp", "--example", "toy"]) == 2
+    assert "cortex-m55-fp is a float board" in one_line_error(capsys)
+
+
+def test_missing_tuning_log_directory(capsys, tmp_path):
+    assert build_main(["--example", "toy", "--tuning-log", str(tmp_path / "nope")]) == 2
+    assert "no such directory" in one_line_error(capsys)
 
 
 @pytest.mark.parametrize("region, message", [
