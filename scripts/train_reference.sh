@@ -18,4 +18,5 @@ stage_done 2
 python -m segmenter.train --threads 1 --epochs 3 --lr 7e-4 --warmup-steps 50 --init-from "$cache/stage2/segmenter.pt"
 stage_done 3
 python -m segmenter.export
+python -m segmenter.tflite_export
 python -m segmenter.evaluate
