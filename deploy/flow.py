@@ -153,7 +153,8 @@ def _compare_float(name: str, outputs: list[np.ndarray], references: list[np.nda
         np.array_equal(o.argmax(axis=1), r.argmax(axis=1)) for o, r in valid)
     result["max_abs_diff"] = max((float(np.abs(o - r).max()) for o, r in valid), default=None)
     scale = max((float(np.abs(r).max()) for _, r in valid), default=1.0) or 1.0
-    result["within_tolerance"] = result["max_abs_diff"] is not None and result["max_abs_diff"] <= FLOAT_TOLERANCE * scale
+    difference = result["max_abs_diff"]
+    result["within_tolerance"] = difference is not None and difference <= FLOAT_TOLERANCE * scale
     return result
 
 
@@ -338,7 +339,8 @@ def build_and_run(generated: GeneratedC, board: Board, images: list[np.ndarray],
             per_symbol = measure.instructions_per_symbol(board, elf, counts)
             # The network: everything but the test runner and the startup code, i.e. kernels, isegmenter_run,
             # micro-kernels and the library helpers they call (soft-float, libm, 64-bit division).
-            runner = [o for o in (staging / "obj").glob("*.o") if o.stem not in {Path(n).stem for n in generated.sources}]
+            library = {Path(name).stem for name in generated.sources}
+            runner = [o for o in (staging / "obj").glob("*.o") if o.stem not in library]
             runner_functions = measure.defined_functions(board, runner)
             network = {k: v for k, v in per_symbol.items() if k not in runner_functions}
             report["instructions"] = {
@@ -385,6 +387,7 @@ def markdown_report(report: dict) -> str:
             calls[kernel["name"]] += 1
             macs[kernel["name"]] += kernel["macs"]
         tuned = set(report["tuned_kernels"])
-        lines += [f"| {k if len(k) <= 80 else k[:77] + '...'} | {'yes' if k in tuned else ''} | {calls[k]} | {v} | {macs[k]} |"
+        lines += [f"| {k if len(k) <= 80 else k[:77] + '...'} | {'yes' if k in tuned else ''} | {calls[k]} | {v} | "
+                  f"{macs[k]} |"
                   for k, v in instructions["per_kernel_per_image"].items()]
     return "\n".join(lines) + "\n"

@@ -19,7 +19,9 @@ _ARM_FP_MNEMONIC = re.compile(r"^(v\w+|(cdp|ldc|stc|mcr|mrc|mcrr|mrrc)2?\w*\s+p1
 # register or the FP status register (MVE integer code uses Q registers and integer types only). Saving the
 # callee-saved Q4-Q7 (= D8-D15) with VPUSH/VPOP/VLDM/VSTM moves bits, it is not arithmetic: it is allowed.
 _MVE_FLOAT = re.compile(r"\.(f16|f32|f64|bf16)\b|(?<!\.)\b[sd]\d{1,2}\b|fpscr|vcvt|vsqrt|vdiv")
-_REGISTER_SAVE = re.compile(r"^(vpush|vpop|vldm\w*|vstm\w*)\s+(sp!?,\s*)?\{d(8|9|1[0-5])(-d(9|1[0-5]))?(,\s*d(9|1[0-5]))*\}$")
+_CALLEE_SAVED_D = r"d(8|9|1[0-5])"
+_REGISTER_SAVE = re.compile(rf"^(vpush|vpop|vldm\w*|vstm\w*)\s+(sp!?,\s*)?\{{{_CALLEE_SAVED_D}(-{_CALLEE_SAVED_D})?"
+                            rf"(,\s*{_CALLEE_SAVED_D})*\}}$")
 _RISCV_FP_MNEMONIC = re.compile(r"^(c\.)?f(?!ence)\w*")
 
 
