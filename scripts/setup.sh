@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# libnewlib-arm-none-eabi: libm/libc for the fp32 comparison builds only (integer builds are freestanding).
 APT_PACKAGES=(gcc-arm-none-eabi gcc-riscv64-unknown-elf qemu-system-arm qemu-system-misc
-              dataset-fashion-mnist)
+              libnewlib-arm-none-eabi dataset-fashion-mnist)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
