@@ -103,18 +103,19 @@ def _build(args: argparse.Namespace) -> int:
         quantized = flow.integer_module(model_path, calibration)
         mod, reference, name = quantized.mod, quantized.reference, model_path.stem
         input_shape = tuple(quantized.input_shape)
-    if args.image:
-        images = [load_image(p, input_shape) for p in args.image]
-    elif args.example == "toy":
-        images = [np.random.default_rng(seed).integers(0, 256, input_shape, dtype=np.uint8) for seed in (0, 1)]
+    image_paths = args.image or ([] if args.example else default_images()[1:2] or default_images())
+    if image_paths:
+        images = [load_image(p, input_shape) for p in image_paths]
     else:
-        images = [load_image(p, input_shape) for p in default_images()[1:2] or default_images()]
+        images = [np.random.default_rng(seed).integers(0, 256, input_shape, dtype=np.uint8) for seed in (0, 1)]
     if floating:
         images = float_model.inputs(images)
     tuning = choose_log(model_path, board.name, args.tuning_log, args.no_tuning or floating)
     result = flow.deploy_module(mod, board.name, images, output, run=not args.no_run, numpy_reference=reference,
                                 model_name=name, tuning_log=tuning.log_dir, tuning_model_hash=tuning.model_hash,
                                 timeout_s=args.timeout, precision=args.precision)
+    if result.outputs and model_path is not None and not floating:
+        _write_overlay(result, model_path, image_paths[0], images[0])
     print(f"wrote {result.directory} ({board.name})")
     print((result.directory / "report.md").read_text())
     if not floating and not result.report["float_free"]["ok"]:
@@ -125,6 +126,18 @@ def _build(args: argparse.Namespace) -> int:
         print("error: board output differs from the TVM host build; see report.json", file=sys.stderr)
         return 1
     return 0
+
+
+def _write_overlay(result, model_path: Path, image_path: Path, image: np.ndarray) -> None:
+    """``overlay.png`` for the first image: input | float prediction (TVM host) | device | ground truth."""
+    from deploy import flow, host
+    from deploy.overlay import label_for, write_overlay
+
+    float_model = flow.float_model(model_path)
+    logits = host.tvm_host_outputs(float_model.mod, float_model.inputs([image]))[0]
+    write_overlay(result.directory / "overlay.png", image.reshape(image.shape[-3:]),
+                  logits.argmax(axis=1)[0].astype(np.uint8), result.outputs[0].reshape(logits.shape[2:]),
+                  label_for(image_path))
 
 
 if __name__ == "__main__":

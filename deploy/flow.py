@@ -32,6 +32,7 @@ from targets import KIB, Board, get_board
 class DeployResult:
     directory: Path
     report: dict
+    outputs: list[np.ndarray] | None = None  # what the board computed, one array per image (None: not run)
 
     @property
     def bit_exact(self) -> bool:
@@ -352,7 +353,7 @@ def build_and_run(generated: GeneratedC, board: Board, images: list[np.ndarray],
             step("measure")
         (staging / "report.json").write_text(json.dumps(report, indent=2))
         (staging / "report.md").write_text(markdown_report(report))
-    return DeployResult(output_dir, report)
+    return DeployResult(output_dir, report, outputs if run else None)
 
 
 def markdown_report(report: dict) -> str:
