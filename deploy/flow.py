@@ -243,7 +243,12 @@ def generate_c(mod: tvm.IRModule, board: Board | None, *, model_name: str = "mod
         "model": model_name, "precision": precision,
         "input": {"shape": list(image_t.shape), "dtype": image_t.dtype},
         "output": {"shape": list(output_t.shape), "dtype": output_t.dtype},
-        "kernels": [{"name": c.kernel, "macs": macs.get(c.kernel, 0)} for c in program.calls],
+        "kernels": [{"name": c.kernel, "macs": macs.get(c.kernel, 0),
+                     "weight_bytes": sum(program.tensors[a].nbytes for a in c.args
+                                         if program.tensors[a].kind == "const"),
+                     "activation_bytes": sum(program.tensors[a].nbytes for a in c.args
+                                             if program.tensors[a].kind != "const")}
+                    for c in program.calls],
         "total_macs": sum(macs.get(c.kernel, 0) for c in program.calls),
         "tuning_log": str(tuning_log) if tuning_log and board else None, "tuned_kernels": tuned,
         "tensorized_kernels": tensorized, "tuning_warnings": tuning_warnings,
@@ -382,13 +387,17 @@ def markdown_report(report: dict) -> str:
                          f"max |difference| {report['run']['max_abs_diff']}")
         instructions = report["instructions"]
         lines += ["", f"## Instructions per image: {instructions['network_per_image']}", "",
-                  "| kernel | tuned | calls | instructions (all calls) | MACs (all calls) |", "|---|---|---:|---:|---:|"]
-        calls, macs = Counter(), Counter()
+                  "| kernel | tuned | calls | instructions (all calls) | MACs (all calls) | MACs / instruction "
+                  "| weight bytes | activation bytes in+out (all calls) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        calls, macs, weights, activations = Counter(), Counter(), Counter(), Counter()
         for kernel in report["kernels"]:
             calls[kernel["name"]] += 1
             macs[kernel["name"]] += kernel["macs"]
+            weights[kernel["name"]] += kernel["weight_bytes"]
+            activations[kernel["name"]] += kernel["activation_bytes"]
         tuned = set(report["tuned_kernels"])
         lines += [f"| {k if len(k) <= 80 else k[:77] + '...'} | {'yes' if k in tuned else ''} | {calls[k]} | {v} | "
-                  f"{macs[k]} |"
+                  f"{macs[k]} | {macs[k] / v if v else 0:.3f} | {weights[k]} | {activations[k]} |"
                   for k, v in instructions["per_kernel_per_image"].items()]
     return "\n".join(lines) + "\n"
