@@ -41,6 +41,8 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out-dir", default=str(MODEL_DIR))
     parser.add_argument("--init-from", default=None, help="start from these weights (their .json is kept in the record)")
+    parser.add_argument("--stop-after", type=int, default=None,
+                        help="run only the first N epochs of the --epochs schedule (reproduces a stopped run)")
     for field in dataclasses.fields(SegmenterConfig):
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=int, default=field.default)
     return parser.parse_args()
@@ -104,7 +106,8 @@ def main():
     if init:
         record["init"] = init
     start, step = time.time(), 0
-    for epoch in range(args.epochs):
+    epochs_run = min(args.stop_after or args.epochs, args.epochs)
+    for epoch in range(epochs_run):
         model.train()
         order = rng.permutation(len(train_images))
         losses = []
@@ -130,7 +133,7 @@ def main():
         tqdm.write(json.dumps(entry))
         record["wall_time_s"] = round(entry["wall_s"] + (init["wall_time_s"] if init else 0), 1)
         record["val"] = {"n": len(val_images), **val}
-        if epoch + 1 == args.epochs:
+        if epoch + 1 == epochs_run:
             test_images, test_labels = segdata.load_split("test")
             record["test"] = {"n": len(test_images),
                               **miou(predict(model, test_images), test_labels, len(segdata.CLASSES))}
