@@ -9,6 +9,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from relax_passes.requantize import Dyadic, emit_requantize, requantize_reference
+
 R = relax.op
 
 
@@ -27,11 +29,8 @@ CONV_M, CONV_K = 1288490189, 33  # 0.15: int32 conv sum -> int16
 HEAD_M, HEAD_K = 1518500250, 38  # about 0.0055: int16 residual -> int8
 
 
-def _requantize(x, multiplier: int, shift: int, dtype: str):
-    lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
-    prod = R.multiply(R.astype(x, "int64"), relax.const(multiplier, "int64"))
-    rounded = R.right_shift(R.add(prod, relax.const(1 << (shift - 1), "int64")), relax.const(shift, "int64"))
-    return R.astype(R.clip(rounded, lo, hi), dtype)
+def _requantize(bb: relax.BlockBuilder, x, multiplier: int, shift: int, dtype: str) -> relax.Var:
+    return emit_requantize(bb, x, Dyadic(np.int64(multiplier), np.int64(shift)), dtype)
 
 
 def toy_segmenter(height: int = 16, width: int = 16, channels: int = 8, classes: int = 4,
@@ -46,9 +45,9 @@ def toy_segmenter(height: int = 16, width: int = 16, channels: int = 8, classes:
             acc = bb.emit(R.nn.conv2d(x, relax.const(w["conv_w"]), padding=1, data_layout="NHWC",
                                       kernel_layout="OHWI", out_dtype="int32"))
             acc = bb.emit(R.add(acc, relax.const(w["conv_b"])))
-            h16 = bb.emit(_requantize(acc, CONV_M, CONV_K, "int16"))
+            h16 = _requantize(bb, acc, CONV_M, CONV_K, "int16")
             res = bb.emit(R.add(R.astype(h16, "int32"), R.astype(relax.const(w["pos"]), "int32")))
-            h8 = bb.emit(_requantize(res, HEAD_M, HEAD_K, "int8"))
+            h8 = _requantize(bb, res, HEAD_M, HEAD_K, "int8")
             tokens = bb.emit(R.reshape(h8, (height * width, channels)))
             logits = bb.emit(R.matmul(tokens, relax.const(w["head_w"]), out_dtype="int32"))
             shifted = bb.emit(R.subtract(logits, R.max(logits, axis=1, keepdims=True)))
@@ -63,9 +62,7 @@ def toy_segmenter(height: int = 16, width: int = 16, channels: int = 8, classes:
 
 
 def _requantize_np(x: np.ndarray, multiplier: int, shift: int, dtype: str) -> np.ndarray:
-    info = np.iinfo(dtype)
-    rounded = (x.astype(np.int64) * multiplier + (1 << (shift - 1))) >> shift
-    return np.clip(rounded, info.min, info.max).astype(dtype)
+    return requantize_reference(x, Dyadic(np.int64(multiplier), np.int64(shift)), dtype)
 
 
 def toy_segmenter_reference(image: np.ndarray, channels: int = 8, classes: int = 4, seed: int = 0) -> np.ndarray:
@@ -112,7 +109,7 @@ def toy_vit_block(size: int = 64, patch: int = 8, dim: int = 64, heads: int = 4,
             x = bb.emit(R.astype(R.subtract(R.astype(image, "int16"), relax.const(128, "int16")), "int8"))
             patches = bb.emit(R.nn.conv2d(x, int8_weight(dim, 3, patch, patch), strides=patch, out_dtype="int32"))
             embedded = bb.emit(R.permute_dims(R.reshape(patches, (dim, tokens)), [1, 0]))
-            h = bb.emit(_requantize(embedded, 1288490189, 38, "int16"))
+            h = _requantize(bb, embedded, 1288490189, 38, "int16")
             h = bb.emit(R.add(h, relax.const(rng.integers(-500, 500, (tokens, dim)).astype("int16"))))
             h32 = bb.emit(R.astype(h, "int32"))
             centred = bb.emit(R.subtract(h32, R.floor_divide(R.sum(h32, axis=1, keepdims=True), i32(dim))))
@@ -123,8 +120,8 @@ def toy_vit_block(size: int = 64, patch: int = 8, dim: int = 64, heads: int = 4,
                 root = bb.emit(R.right_shift(R.add(root, step), i32(1)))
             normed = bb.emit(R.astype(R.clip(R.floor_divide(R.multiply(centred, i32(64)), R.maximum(root, i32(1))),
                                              -127, 127), "int8"))
-            q, k, v = [bb.emit(_requantize(R.matmul(normed, int8_weight(dim, dim), out_dtype="int32"),
-                                           1288490189, 40, "int8")) for _ in range(3)]
+            q, k, v = [_requantize(bb, R.matmul(normed, int8_weight(dim, dim), out_dtype="int32"),
+                                   1288490189, 40, "int8") for _ in range(3)]
             q = bb.emit(R.permute_dims(R.reshape(q, (tokens, heads, head_dim)), [1, 0, 2]))
             k = bb.emit(R.permute_dims(R.reshape(k, (tokens, heads, head_dim)), [1, 2, 0]))
             v = bb.emit(R.permute_dims(R.reshape(v, (tokens, heads, head_dim)), [1, 0, 2]))
@@ -135,10 +132,10 @@ def toy_vit_block(size: int = 64, patch: int = 8, dim: int = 64, heads: int = 4,
                                          "int8"))
             mixed = bb.emit(R.reshape(R.permute_dims(R.matmul(attention, v, out_dtype="int32"), [1, 0, 2]),
                                       (tokens, dim)))
-            residual = bb.emit(R.add(h, _requantize(mixed, 1288490189, 38, "int16")))
+            residual = bb.emit(R.add(h, _requantize(bb, mixed, 1288490189, 38, "int16")))
             activated = bb.emit(R.where(R.greater(residual, relax.const(0, "int16")), residual,
                                         R.right_shift(residual, relax.const(4, "int16"))))
-            logits = bb.emit(R.matmul(_requantize(activated, 1288490189, 32, "int8"), int8_weight(dim, classes),
+            logits = bb.emit(R.matmul(_requantize(bb, activated, 1288490189, 32, "int8"), int8_weight(dim, classes),
                                       out_dtype="int32"))
             masks = bb.emit(R.reshape(R.permute_dims(logits, [1, 0]), (1, classes, grid, grid)))
             nearest = relax.const(np.repeat(np.arange(grid), patch).astype("int32"))
