@@ -119,6 +119,36 @@ def onnxruntime_peer(onnx_path, calibration, test_images, labels, float_maps) ->
     return scores(maps.astype(np.uint8), labels, float_maps)
 
 
+def tflite_int8_peer(calibration, test_images, labels, float_maps) -> dict:
+    """TFLite full-int8 of the reference weights (relax_passes.tflite_peer), or {"skipped": why} without TensorFlow."""
+    from segmenter.model import load_reference
+
+    from . import tflite_peer
+
+    missing = tflite_peer.tensorflow_missing()
+    if missing:
+        return {"skipped": missing}
+    report = {f"{n}_calibration_images": {**scores(maps, labels, float_maps), **facts}
+              for n, maps, facts in tflite_peer.full_int8_class_maps(load_reference(), calibration, test_images)}
+    return {**report, "note": tflite_peer.NOTE}
+
+
+def tflite_int8_markdown(peer, float_miou) -> tuple[list[str], list[str]]:
+    """(accuracy table rows, notes under the table) for the TFLite full-int8 peer."""
+    if "skipped" in peer:
+        return [], [f"TFLite full-int8 peer skipped: {peer['skipped']}"]
+    rows, notes = [], [peer["note"] + "."]
+    for key, p in peer.items():
+        if isinstance(p, dict):
+            rows.append(f"| TFLite full-int8, {key.replace('_', ' ')} (not integer-only) | {p['miou']:.4f} | "
+                        f"{p['miou'] / float_miou:.4f} | {p['pixel_agreement_with_float']:.4f} | "
+                        f"{p['pixel_accuracy']:.4f} |")
+            notes.append(f"TFLite full-int8, {key.replace('_', ' ')}: per-class IoU "
+                         f"{', '.join(f'{c} {v:.4f}' for c, v in zip(segdata.CLASSES, p['per_class_iou']))}; "
+                         f"ops reading/writing float tensors: {', '.join(p['ops_with_float_tensors']) or 'none'}.")
+    return rows, notes
+
+
 def run(model_path, n_test=None) -> dict:
     imported = frontend.load(model_path)
     test_images, labels = segdata.load_split("test", n_test)
@@ -148,6 +178,7 @@ def run(model_path, n_test=None) -> dict:
         report["onnxruntime_int8_qdq"]["note"] = ("ONNX Runtime QDQ: int8 conv/matmul, but LayerNorm, GELU and "
                                                   "softmax run in float (dequantize -> float op -> quantize): "
                                                   "not integer-only")
+    report["tflite_int8"] = tflite_int8_peer(calibration, test_images, labels, float_maps)
     report["wall_s"] = round(time.time() - started, 1)
     return report
 
@@ -169,6 +200,8 @@ def markdown(report) -> str:
             lines.append(f"| ONNX Runtime int8 QDQ per-channel, {key.replace('_', ' ')} (not integer-only) | "
                          f"{peer['miou']:.4f} | {peer['miou'] / f['miou']:.4f} | "
                          f"{peer['pixel_agreement_with_float']:.4f} | {peer['pixel_accuracy']:.4f} |")
+    tflite_rows, tflite_notes = tflite_int8_markdown(report["tflite_int8"], f["miou"])
+    lines += tflite_rows + [""] + tflite_notes
     lines += ["", "## Per-class IoU (baseline integer vs float)", "", "| class | float | integer |", "|---|---|---|"]
     lines += [f"| {name} | {a:.4f} | {b:.4f} |"
               for name, a, b in zip(segdata.CLASSES, f["per_class_iou"], base["per_class_iou"])]
