@@ -227,10 +227,11 @@ def generate_c(mod: tvm.IRModule, board: Board | None, *, model_name: str = "mod
             tuning_warnings.append(f"the tuned schedule of {name[:60]} keeps big arrays on the stack "
                                    f"(> {board.stack_size // 2} B); default schedule kept")
     tensorized: list[str] = []
-    if board is not None and board.mve and not floating:
+    if board is not None and (board.mve or tuned) and not floating:  # tuned kernels may call micro-kernels too
         from schedules.tensorize import microkernel_sources, tensorize_matmuls
 
-        program.kernels, tensorized = tensorize_matmuls(program.kernels, skip=frozenset(tuned))
+        if board.mve:
+            program.kernels, tensorized = tensorize_matmuls(program.kernels, skip=frozenset(tuned))
         extern_sources = {**microkernel_sources(), **(extern_sources or {})}
     program.kernels = apply_default_schedules(program.kernels, skip=frozenset(tuned + tensorized))
     step("schedule")

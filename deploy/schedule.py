@@ -45,7 +45,7 @@ def _is_spatial(sch: s_tir.Schedule, block_rv) -> bool:
     return all(iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(block_rv).iter_vars)
 
 
-def _inline_all(sch: s_tir.Schedule, func_name: str, params) -> None:
+def inline_all(sch: s_tir.Schedule, func_name: str, params) -> None:
     changed = True
     while changed:
         changed = False
@@ -59,7 +59,7 @@ def _inline_all(sch: s_tir.Schedule, func_name: str, params) -> None:
                 continue
 
 
-def _compute_at_consumers(sch: s_tir.Schedule, func_name: str, params) -> None:
+def compute_at_consumers(sch: s_tir.Schedule, func_name: str, params) -> None:
     """Move multiply-read elementwise producers into their single elementwise consumer's innermost loop."""
     for block_rv in reversed(_blocks(sch, func_name)):
         consumers = sch.get_consumers(block_rv)
@@ -128,8 +128,8 @@ def apply_default_schedules(kernels: tvm.IRModule, skip: frozenset[str] = frozen
         if gv.name_hint in skip or not isinstance(func, tirx.PrimFunc):
             continue
         sch = s_tir.Schedule(tvm.IRModule({gv: func}))
-        _inline_all(sch, gv.name_hint, func.params)
-        _compute_at_consumers(sch, gv.name_hint, func.params)
+        inline_all(sch, gv.name_hint, func.params)
+        compute_at_consumers(sch, gv.name_hint, func.params)
         _fuse_into_producers(sch, gv.name_hint)
         _decompose_reductions(sch, gv.name_hint)
         functions[gv] = sch.mod[gv]

@@ -29,7 +29,7 @@ from common.paths import BUILD_DIR, CACHE_DIR
 from deploy.schedule import apply_default_schedules
 from schedules.kernels import KERNELS, KernelCase, kernel_case
 from schedules.measure import KERNEL_SYMBOL, FirmwareKit, measure_module, measure_source
-from schedules.tensorize import ENABLE_MVE, microkernel_sources, mve_board, tensorize_matmul
+from schedules.tensorize import microkernel_sources, tensorize_matmul
 from schedules.tune import COMMITTED_LOGS, BUILTIN_MODEL
 from schedules.tuning_log import apply_tuning_log
 from targets import get_board
@@ -99,13 +99,13 @@ def measure_cmsis(case: KernelCase, board, mve: bool, directory: Path) -> int:
     flags = ("-I", str(source / "Include"), "-I", str(source / "PrivateInclude"), "-I", str(source / "shim"),
              "-Wno-error", *(("-DARM_MATH_MVEI",) if mve else ()))
     kit = FirmwareKit(board, q7, directory, {Path(p).name: (source / p).read_text() for p in CMSIS_SOURCES},
-                      ENABLE_MVE if mve else "", flags)
+                      extra_cflags=flags)
     return measure_source(kit, _CMSIS_WRAPPER.format(symbol=KERNEL_SYMBOL, m=m, k=k, n=n))
 
 
 def benchmark(log_dir: Path) -> list[dict]:
     board = get_board(TARGET)
-    mve = mve_board(board)
+    mve = get_board(f"{TARGET}-mve")
     rows = []
     with tempfile.TemporaryDirectory(prefix="schedules_benchmark_") as scratch, warnings.catch_warnings(record=True):
         scratch = Path(scratch)
@@ -113,8 +113,8 @@ def benchmark(log_dir: Path) -> list[dict]:
             case = kernel_case(KERNELS[name])
             row = {"kernel": name, "macs": case.macs}
 
-            def kit(tag, target=board, extra=None, init=""):
-                return FirmwareKit(target, case, scratch / f"{name}_{tag}", extra, init)
+            def kit(tag, target=board, extra=None):
+                return FirmwareKit(target, case, scratch / f"{name}_{tag}", extra)
 
             row["default"] = measure_module(kit("default"), apply_default_schedules(case.mod))
             tuned, names = apply_tuning_log(case.mod, TARGET, log_dir)
@@ -122,7 +122,7 @@ def benchmark(log_dir: Path) -> list[dict]:
             if name in MATMULS:
                 tensorized = tensorize_matmul(case.mod)
                 row["tensorized_dsp"] = measure_module(kit("dsp", extra=microkernel_sources()), tensorized)
-                row["tensorized_mve"] = measure_module(kit("mve", mve, microkernel_sources(), ENABLE_MVE), tensorized)
+                row["tensorized_mve"] = measure_module(kit("mve", mve, microkernel_sources()), tensorized)
                 row["cmsis_q7"] = measure_cmsis(case, board, False, scratch / f"{name}_cmsis")
                 row["cmsis_q7_mve"] = measure_cmsis(case, mve, True, scratch / f"{name}_cmsis_mve")
             rows.append(row)

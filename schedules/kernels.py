@@ -53,7 +53,7 @@ def _scores_reference(inputs, _weight, _bias):
 
 def _patch_embed(bb, inputs, weight, bias):
     conv = bb.emit(relax.op.nn.conv2d(inputs[0], weight, strides=PATCH, out_dtype="int32"))
-    return bb.emit(relax.op.add(conv, bb.emit(relax.op.reshape(bias, (1, -1, 1, 1)))))
+    return bb.emit(relax.op.add(conv, bias))  # bias shaped (1, C, 1, 1)
 
 
 def _patch_embed_reference(inputs, weight, bias):
@@ -61,7 +61,7 @@ def _patch_embed_reference(inputs, weight, bias):
     n, c, h, w = image.shape
     patches = image.reshape(n, c, h // PATCH, PATCH, w // PATCH, PATCH).transpose(0, 2, 4, 1, 3, 5)
     out = patches.reshape(n, h // PATCH, w // PATCH, -1) @ weight.astype(np.int32).reshape(weight.shape[0], -1).T
-    return out.transpose(0, 3, 1, 2) + bias.reshape(1, -1, 1, 1)
+    return out.transpose(0, 3, 1, 2) + bias
 
 
 def _linear(name: str, k: int, n: int) -> KernelSpec:
@@ -78,7 +78,7 @@ KERNELS: dict[str, KernelSpec] = {
         KernelSpec("attn_scores", ((TOKENS, HEAD_DIM), (HEAD_DIM, TOKENS)), (0,), _scores, _scores_reference,
                    (0,), TOKENS * TOKENS * HEAD_DIM),
         KernelSpec("patch_embed", ((1, 3, 64, 64),), (DIM, 3, PATCH, PATCH), _patch_embed, _patch_embed_reference,
-                   (DIM,), TOKENS * DIM * 3 * PATCH * PATCH),
+                   (1, DIM, 1, 1), TOKENS * DIM * 3 * PATCH * PATCH),
     ]
 }
 

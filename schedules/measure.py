@@ -49,7 +49,6 @@ static {out_type} output[{size}];
 
 int main(void)
 {{
-{init}
     static const uint8_t canaries[{calls}] = {{{canaries}}};
     for (uint32_t call = 0; call < {calls}; call++) {{
         uint8_t *bytes = (uint8_t *)output;
@@ -82,12 +81,12 @@ def candidate_c_source(mod: tvm.IRModule, mcpu: str) -> str:
     return clean_kernel_source(kernels_to_c(renamed, mcpu))
 
 
-def harness_source(case: KernelCase, prototype: str, init: str = "") -> str:
+def harness_source(case: KernelCase, prototype: str) -> str:
     inputs = "\n".join(f"static const {c_type(str(a.dtype))} arg{i}[{a.size}] = {array_literal(a)};"
                        for i, a in enumerate(case.arguments))
     arguments = "".join(f"({c_type(str(a.dtype))} *)arg{i}, " for i, a in enumerate(case.arguments))
     return _HARNESS.format(
-        prelude=PRELUDE, prototype=prototype, init=init, inputs=inputs, out_type=c_type(str(case.expected.dtype)),
+        prelude=PRELUDE, prototype=prototype, inputs=inputs, out_type=c_type(str(case.expected.dtype)),
         size=case.expected.size, expected=array_literal(case.expected), calls=CALLS_PER_RUN,
         canaries=", ".join(map(str, CANARIES)), symbol=KERNEL_SYMBOL, arguments=arguments,
     )
@@ -96,18 +95,17 @@ def harness_source(case: KernelCase, prototype: str, init: str = "") -> str:
 class FirmwareKit:
     """The parts of every candidate's firmware that do not change: harness + startup objects, linker script.
 
-    ``extra_sources`` are C files compiled into every candidate (the tensorization micro-kernels);
-    ``init`` is C run at the start of ``main`` (e.g. enabling MVE in CPACR).
+    ``extra_sources`` are C files compiled into every candidate (the tensorization micro-kernels).
     """
 
     def __init__(self, board: Board, case: KernelCase, directory: Path, extra_sources: dict[str, str] | None = None,
-                 init: str = "", extra_cflags: tuple[str, ...] = ()):
+                 extra_cflags: tuple[str, ...] = ()):
         self.board, self.case, self.directory = board, case, Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.cflags = [*(f for f in board_cflags(board) if f != "-fstack-usage"), "-I",
                        str(board.startup_sources[0].parent), "-I", str(self.directory), *extra_cflags]
         (self.directory / "linker.ld").write_text(linker_script(board))
-        self.extra_sources, self.init = extra_sources or {}, init
+        self.extra_sources = extra_sources or {}
         for name, text in self.extra_sources.items():
             (self.directory / name).write_text(text)
         self.prototype = None  # set from the first candidate's C (all candidates share the signature)
@@ -125,7 +123,7 @@ class FirmwareKit:
             return
         self.prototype = prototype
         harness = self.directory / "harness.c"
-        harness.write_text(harness_source(self.case, prototype, self.init))
+        harness.write_text(harness_source(self.case, prototype))
         sources = [harness, *self.board.startup_sources, *(self.directory / n for n in self.extra_sources)]
         self.objects = [self._compile(Path(source)) for source in sources]
         self.harness_symbols = set()

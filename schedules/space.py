@@ -7,7 +7,9 @@ small (or no) caches. Hence:
 * ``MultiLevelTiling`` with structure ``SSRSRS`` and small innermost tiles (at most 8: a register-blocked
   accumulator tile must fit the register file), output written through a local tile at the outer levels;
 * ``ParallelizeVectorizeUnroll`` without parallel and vector loops, only unrolling;
-* ``RandomComputeLocation`` for blocks left outside the tiling.
+* ``RandomComputeLocation`` for blocks left outside the tiling;
+* for int8/int16 GEMM kernels, ``schedules.tune`` also searches the tensorized designs of
+  ``schedules.tensorize.gemm_space`` (register-tiled micro-kernel calls, one design per tile shape).
 
 Postprocessors make every sampled schedule buildable (unroll pragmas, reduction init hoisted out of the
 reduction loops, no dynamic loops); mutators resample tile sizes, unroll depth and compute locations.
@@ -55,10 +57,10 @@ def mutator_probs() -> dict:
     }
 
 
-def microcontroller_space(extra_rules: list | None = None) -> ms.space_generator.PostOrderApply:
-    """The space for one kernel; ``extra_rules`` (e.g. tensorizing tiling) are tried before the generic ones."""
+def microcontroller_space() -> ms.space_generator.PostOrderApply:
+    """The generic (scalar C) space for one kernel."""
     return ms.space_generator.PostOrderApply(
-        sch_rules=[*(extra_rules or []), *schedule_rules()], postprocs=postprocs(), mutator_probs=mutator_probs(),
+        sch_rules=schedule_rules(), postprocs=postprocs(), mutator_probs=mutator_probs(),
     )
 
 

@@ -1,37 +1,37 @@
-"""Tensorize int8 matmul kernels with the target's integer SIMD through a shipped C micro-kernel.
+"""Tensorize integer matmul kernels with register-blocked GEMM micro-kernels (``schedules/microkernels``).
 
-The tensor intrinsic ``iseg_dot_s8_<n>``: its description is the int8 inner product of length ``n``
-(``C[0] += int32(A[k]) * int32(B[k])``), its implementation one ``T.call_extern`` of ``iseg_dot_s8`` from
-``schedules/microkernels/iseg_dot_s8.c`` (MVE ``vmladavaq_s8``, DSP ``__smlad``/``__sxtb16`` or plain C,
-picked by the compiler's feature macros). That file is emitted next to the generated kernels.
+The tensor intrinsic ``iseg_gemm_<a>_<b>_<R>x<C>_k<K>``: its description is an ``R x C`` int32 output tile
+over a length-``K`` reduction, ``C[i, j] += int32(A[i, k]) * int32(B[j, k])`` with int8 or int16 operands,
+``A`` rows and ``B`` columns contiguous (any row stride); its implementation one ``T.call_extern`` of
+``iseg_gemm_<a>_<b>_<R>x<C>(A, lda, B, ldb, C, ldc, K)`` from ``schedules/microkernels/iseg_gemm.c`` (MVE
+``VMLADAVA``, DSP ``SMLAD``/``SXTB16`` or plain C, picked by the compiler's feature macros). That file is
+emitted next to the generated kernels.
 
-:func:`tensorize_matmul` schedules a fused ``[M, K] x [K, N]`` int8 matmul kernel for it: the default
-schedule (epilogue fused, reduction init hoisted), the ``B`` operand packed once per call into ``[N, K]``
-(so each dot product reads two contiguous rows), and the reduction loop replaced by the intrinsic.
+:func:`schedule_gemm` rewrites a fused ``[..., M, K] x [..., K, N]`` kernel for one tile shape: elementwise
+producers/consumers inlined, ``B`` packed once per call (per batch) into ``[..., N, K]``, the output tiled
+``R x C`` with the epilogue (bias, requantize) computed per tile from an ``R x C`` accumulator, the tile's
+reduction replaced by the intrinsic. Every step is a traced schedule primitive, so MetaSchedule records it
+(:func:`gemm_space` puts it in the search) and a tuning log replays it once :func:`register_intrinsics` ran.
 """
-import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import tvm
 from tvm import s_tir, tirx
+from tvm.ir.expr import TensorLoad
+from tvm.s_tir import meta_schedule as ms
 from tvm.script import tirx as T
 
-from deploy.schedule import apply_default_schedules
-from targets import Board
+from deploy.schedule import compute_at_consumers, inline_all
 
-MICROKERNEL = Path(__file__).resolve().parent / "microkernels" / "iseg_dot_s8.c"
-EXTERN_NAME = "iseg_dot_s8"
-MVE_LANES = 16  # the MVE build needs lengths that are multiples of 16 (DSP: of 4)
-MVE_CFLAGS = ("-mcpu=cortex-m55+nofp", "-mfloat-abi=softfp", "-mthumb")  # MVE-I on, FP off
-# CPACR (0xE000ED88): grant CP10/CP11, which gates MVE, then synchronise. Run before the first MVE instruction.
-ENABLE_MVE = '    *(volatile uint32_t *)0xE000ED88 |= 0xFu << 20;\n    __asm volatile("dsb\\n\\tisb" ::: "memory");'
-
-
-def mve_board(board: Board) -> Board:
-    """``board`` (a Cortex-M55) compiled with integer MVE; firmware must run ``ENABLE_MVE`` first."""
-    if not board.name.startswith("cortex-m55"):
-        raise ValueError(f"MVE needs a Cortex-M55, not {board.name}")
-    return dataclasses.replace(board, name=f"{board.name}-mve", cflags=MVE_CFLAGS, mve=True)
+MICROKERNEL = Path(__file__).resolve().parent / "microkernels" / "iseg_gemm.c"
+OPERAND_TYPES = {"int8": "s8", "int16": "s16"}
+# Tile shapes (rows x columns of the output) that iseg_gemm.c exports; keep in sync with ISEG_GEMM_TILES.
+# Larger tiles run out of core registers (GCC then spills to S registers: not float-free on the MVE board);
+# a tile with one row or column would lose its unit loop before tensorize could match it.
+TILES = ((2, 2), (2, 3), (3, 2), (2, 4), (4, 2))
+DEFAULT_TILE = (2, 2)  # without a tuning log
+UNROLL_STEPS = [0, 16, 64]
 
 
 def microkernel_sources() -> dict[str, str]:
@@ -39,67 +39,192 @@ def microkernel_sources() -> dict[str, str]:
     return {MICROKERNEL.name: MICROKERNEL.read_text()}
 
 
-def dot_intrinsic(length: int) -> str:
-    """Register (once) and return the name of the length-``length`` int8 dot-product intrinsic."""
-    name = f"iseg_dot_s8_{length}"
+def extern_name(dtype: str, rows: int, cols: int) -> str:
+    short = OPERAND_TYPES[dtype]
+    return f"iseg_gemm_{short}_{short}_{rows}x{cols}"
+
+
+def gemm_intrinsic(dtype: str, rows: int, cols: int, length: int) -> str:
+    """Register (once) and return the name of the ``rows x cols`` tile, length-``length`` GEMM intrinsic."""
+    name = f"{extern_name(dtype, rows, cols)}_k{length}"
     if s_tir.TensorIntrin.get(name, allow_missing=True) is not None:
         return name
 
     @T.prim_func(s_tir=True)
     def description(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (length,), "int8", offset_factor=1)
-        B = T.match_buffer(b, (length,), "int8", offset_factor=1)
-        C = T.match_buffer(c, (1,), "int32", offset_factor=1)
+        lda, ldb, ldc = T.int64(), T.int64(), T.int64()
+        A = T.match_buffer(a, (rows, length), dtype, offset_factor=1, strides=[lda, 1])
+        B = T.match_buffer(b, (cols, length), dtype, offset_factor=1, strides=[ldb, 1])
+        C = T.match_buffer(c, (rows, cols), "int32", offset_factor=1, strides=[ldc, 1])
         with T.sblock("root"):
-            T.reads(C[0], A[0:length], B[0:length])
-            T.writes(C[0])
-            for k in range(length):
+            T.reads(C[0:rows, 0:cols], A[0:rows, 0:length], B[0:cols, 0:length])
+            T.writes(C[0:rows, 0:cols])
+            for i, j, k in T.grid(rows, cols, length):
                 with T.sblock("update"):
-                    vk = T.axis.remap("R", [k])
-                    C[0] = C[0] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vk])
+                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                    C[vi, vj] = C[vi, vj] + T.Cast("int32", A[vi, vk]) * T.Cast("int32", B[vj, vk])
 
     @T.prim_func(s_tir=True)
     def implementation(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (length,), "int8", offset_factor=1)
-        B = T.match_buffer(b, (length,), "int8", offset_factor=1)
-        C = T.match_buffer(c, (1,), "int32", offset_factor=1)
+        lda, ldb, ldc = T.int64(), T.int64(), T.int64()
+        A = T.match_buffer(a, (rows, length), dtype, offset_factor=1, strides=[lda, 1])
+        B = T.match_buffer(b, (cols, length), dtype, offset_factor=1, strides=[ldb, 1])
+        C = T.match_buffer(c, (rows, cols), "int32", offset_factor=1, strides=[ldc, 1])
         with T.sblock("root"):
-            T.reads(C[0], A[0:length], B[0:length])
-            T.writes(C[0])
-            C[0] = T.call_extern("int32", EXTERN_NAME, A.access_ptr("r"), B.access_ptr("r"), length, C[0])
+            T.reads(C[0:rows, 0:cols], A[0:rows, 0:length], B[0:cols, 0:length])
+            T.writes(C[0:rows, 0:cols])
+            T.evaluate(T.call_extern(
+                "void", extern_name(dtype, rows, cols), A.access_ptr("r"), T.Cast("int32", lda), B.access_ptr("r"),
+                T.Cast("int32", ldb), C.access_ptr("rw"), T.Cast("int32", ldc), length))
 
     s_tir.TensorIntrin.register(name, description, implementation)
     return name
 
 
-def _reduction_block(sch: s_tir.Schedule, func_name: str):
-    for block_rv in sch.get_child_blocks(sch.get_sblock("root", func_name=func_name)):
-        if any(iv.iter_type == tirx.IterVar.CommReduce for iv in sch.get(block_rv).iter_vars):
-            return block_rv
-    raise ValueError(f"{func_name} has no reduction to tensorize")
+@dataclass(frozen=True)
+class Gemm:
+    """The shape of a kernel's matmul block: operand dtype, output rows ``m``, columns ``n``, reduction ``k``,
+    the index of ``B`` in the block's reads and whether ``B`` has batch dimensions."""
+
+    dtype: str
+    m: int
+    n: int
+    k: int
+    b_read: int
+    b_batched: bool
+
+    def tiles(self) -> list[tuple[int, int]]:
+        return [(r, c) for r, c in TILES if self.m % r == 0 and self.n % c == 0]
 
 
-def tensorize_matmul(mod: tvm.IRModule) -> tvm.IRModule:
-    """Every kernel of ``mod`` (int8 ``[..., M, K] x [K, N]`` matmuls) with its inner product on ``iseg_dot_s8``."""
-    sch = s_tir.Schedule(apply_default_schedules(mod))
-    for gv in list(mod.get_global_vars()):
-        name = gv.name_hint
-        block = _reduction_block(sch, name)
-        loops = sch.get_loops(block)
-        iter_vars = sch.get(block).iter_vars
-        length = int(iter_vars[-1].dom.extent)
-        spatial_then_k = all(iv.iter_type == tirx.IterVar.DataPar for iv in iter_vars[:-1])
-        b_operand = sch.get(block).reads[-1].source  # reads: C, A, B
-        if len(loops) != len(iter_vars) or not spatial_then_k or len(b_operand.shape) != 2 or length % MVE_LANES:
-            raise ValueError(f"{name}: not a 2-D matmul with K a multiple of {MVE_LANES}")
-        packed = sch.cache_read(block, len(sch.get(block).reads) - 1, "global")
-        sch.transform_layout(packed, ("write", 0), lambda k, n: (n, k))
-        sch.tensorize(loops[-1], dot_intrinsic(length))
-    return sch.mod
+def _index_vars(indices) -> list:
+    return [index if isinstance(index, tirx.Var) else None for index in indices]
+
+
+def match_gemm(block) -> Gemm | None:
+    """``block`` as ``C[.., i, j] += int32(A[.., i, k]) * int32(B[.., k, j])`` (int8/int16), else None."""
+    iter_vars = block.iter_vars
+    if (len(iter_vars) < 3 or iter_vars[-1].iter_type != tirx.IterVar.CommReduce
+            or any(iv.iter_type != tirx.IterVar.DataPar for iv in iter_vars[:-1])):
+        return None
+    store = block.body
+    if not isinstance(store, tirx.BufferStore) or not isinstance(store.value, tirx.Add):
+        return None
+    product = store.value.b
+    if not isinstance(product, tirx.Mul) or not all(isinstance(x, tirx.Cast) for x in (product.a, product.b)):
+        return None
+    a, b = product.a.value, product.b.value
+    if not all(isinstance(x, TensorLoad) for x in (a, b)) or a.source.dtype != b.source.dtype:
+        return None
+    if str(a.source.dtype) not in OPERAND_TYPES or str(store.buffer.dtype) != "int32":
+        return None
+    i, j, k = (iv.var for iv in iter_vars[-3:])
+    a_vars, b_vars = _index_vars(a.indices), _index_vars(b.indices)
+    if a_vars[-2:] != [i, k] or b_vars[-2:] != [k, j] or any(v is not None and v in (i, j, k) for v in b_vars[:-2]):
+        return None
+    b_read = next((n for n, region in enumerate(block.reads) if region.source.same_as(b.source)), None)
+    if b_read is None or a.source.same_as(b.source):
+        return None
+    return Gemm(str(a.source.dtype), *(int(iv.dom.extent) for iv in iter_vars[-3:]), b_read, len(b.indices) > 2)
+
+
+def find_gemm(sch: s_tir.Schedule, func_name: str):
+    """The (block RV, :class:`Gemm`) of the kernel's single GEMM-shaped reduction, or (None, None)."""
+    found = [(rv, gemm) for rv in sch.get_child_blocks(sch.get_sblock("root", func_name=func_name))
+             if (gemm := match_gemm(sch.get(rv))) is not None]
+    return found[0] if len(found) == 1 else (None, None)
+
+
+def schedule_gemm(sch: s_tir.Schedule, func_name: str, rows: int, cols: int) -> None:
+    """Tensorize the GEMM of ``func_name`` in ``sch`` with ``rows x cols`` tiles (see the module docstring).
+
+    Raises ``ValueError`` (or a ``ScheduleError``) when the kernel does not fit."""
+    params = sch.mod[func_name].params
+    inline_all(sch, func_name, params)
+    compute_at_consumers(sch, func_name, params)
+    block, gemm = find_gemm(sch, func_name)
+    if gemm is None or (rows, cols) not in gemm.tiles():
+        raise ValueError(f"{func_name}: no GEMM that {rows}x{cols} tiles")
+    loops = sch.get_loops(block)
+    if len(loops) != len(sch.get(block).iter_vars):
+        raise ValueError(f"{func_name}: the GEMM's loops were already transformed")
+    packed = sch.cache_read(block, gemm.b_read, "global")
+    sch.transform_layout(packed, ("write", 0), lambda *index: (*index[:-2], index[-1], index[-2]))
+    *batch, i, j, k = loops
+    i_outer, i_inner = sch.split(i, [None, rows])
+    j_outer, j_inner = sch.split(j, [None, cols])
+    sch.reorder(i_outer, j_outer, i_inner, j_inner, k)
+    if gemm.b_batched and batch:
+        sch.compute_at(packed, batch[-1])  # one batch (attention head) of B at a time
+    for consumer in _blocks_after(sch, func_name, block):
+        sch.reverse_compute_at(consumer, j_outer)  # the epilogue per tile: an R x C int32 accumulator
+    sch.decompose_reduction(block, i_inner)
+    sch.tensorize(i_inner, gemm_intrinsic(gemm.dtype, rows, cols, gemm.k))
+
+
+def _blocks_after(sch: s_tir.Schedule, func_name: str, block) -> list:
+    blocks = sch.get_child_blocks(sch.get_sblock("root", func_name=func_name))
+    names = [sch.get(rv).name_hint for rv in blocks]
+    return blocks[names.index(sch.get(block).name_hint) + 1:]
+
+
+def kernel_gemm(func: tirx.PrimFunc) -> Gemm | None:
+    """The :class:`Gemm` of a kernel once its elementwise producers are inlined (None: not a GEMM kernel)."""
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+    inline_all(sch, "main", func.params)
+    return find_gemm(sch, "main")[1]
+
+
+def is_gemm(func: tirx.PrimFunc) -> bool:
+    return kernel_gemm(func) is not None
+
+
+def register_intrinsics(func: tirx.PrimFunc) -> None:
+    """Register every tile intrinsic ``func``'s GEMM could use (before replaying a tuning log's schedule)."""
+    gemm = kernel_gemm(func)
+    for rows, cols in gemm.tiles() if gemm else []:
+        gemm_intrinsic(gemm.dtype, rows, cols, gemm.k)
+
+
+def _sample_unroll(sch: s_tir.Schedule, func_name: str) -> None:
+    """Unrolling of the loops around the micro-kernel calls (epilogue, packing), a decision the search mutates."""
+    steps = sch.sample_categorical(UNROLL_STEPS, [1.0 / len(UNROLL_STEPS)] * len(UNROLL_STEPS))
+    sch.annotate(sch.get_sblock("root", func_name=func_name), "meta_schedule.unroll_explicit", steps)
+
+
+def _tensorized_variants(sch: s_tir.Schedule) -> list[s_tir.Schedule]:
+    """One candidate design per tile shape that fits the kernel (none when the kernel is not a GEMM)."""
+    gemm = kernel_gemm(sch.mod["main"])
+    variants = []
+    for rows, cols in gemm.tiles() if gemm else []:
+        variant = sch.copy()
+        try:
+            schedule_gemm(variant, "main", rows, cols)
+        except (ValueError, s_tir.ScheduleError):
+            continue
+        _sample_unroll(variant, "main")
+        variants.append(variant)
+    return variants
+
+
+def gemm_space(postprocs: list) -> ms.space_generator.ScheduleFn:
+    """The tensorized part of the search: every tile shape, each with a sampled unroll depth."""
+    return ms.space_generator.ScheduleFn(_tensorized_variants, sch_rules=[], postprocs=postprocs,
+                                         mutator_probs={ms.mutator.MutateUnroll(): 1.0})
+
+
+def tensorize_matmul(mod: tvm.IRModule, tile: tuple[int, int] = DEFAULT_TILE) -> tvm.IRModule:
+    """Every kernel of ``mod`` tensorized with ``tile`` (``ValueError`` if one is not a GEMM it tiles)."""
+    functions = dict(mod.functions.items())
+    for gv, func in mod.functions.items():
+        sch = s_tir.Schedule(tvm.IRModule({gv: func}))
+        schedule_gemm(sch, gv.name_hint, *tile)
+        functions[gv] = sch.mod[gv]
+    return tvm.IRModule(functions, attrs=mod.attrs)
 
 
 def tensorize_matmuls(kernels: tvm.IRModule, skip: frozenset[str] = frozenset()) -> tuple[tvm.IRModule, list[str]]:
-    """Tensorize each kernel of a network that is an int8 matmul (others, and those in ``skip``, stay as they are).
+    """Tensorize each kernel of a network that is a GEMM (others, and those in ``skip``, stay as they are).
 
     Returns the module and the names of the tensorized kernels (already scheduled: pass them to
     ``apply_default_schedules`` in ``skip``)."""
@@ -109,7 +234,8 @@ def tensorize_matmuls(kernels: tvm.IRModule, skip: frozenset[str] = frozenset())
             continue
         try:
             functions[gv] = tensorize_matmul(tvm.IRModule({gv: func}))[gv]
-        except (ValueError, RuntimeError):  # ScheduleError: not a matmul, not int8 (e.g. int16 attention), or no match
+        except (ValueError, RuntimeError):  # ScheduleError: not a GEMM, or its epilogue does not follow the tiles
             continue
         tensorized.append(gv.name_hint)
     return tvm.IRModule(functions, attrs=kernels.attrs), tensorized
+

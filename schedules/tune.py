@@ -30,7 +30,8 @@ from common.paths import ASSETS, BUILD_DIR
 from deploy.schedule import apply_default_schedules
 from schedules.kernels import KERNELS, KernelCase, kernel_case, random_case
 from schedules.measure import FirmwareKit, QemuBuilder, QemuRunner, mcpu_of, measure_module
-from schedules.space import microcontroller_space, skip_foreign_tensor_intrinsics
+from schedules.space import microcontroller_space, postprocs, skip_foreign_tensor_intrinsics
+from schedules.tensorize import gemm_space, is_gemm, microkernel_sources
 from schedules.tuning_log import (best_instructions, measured_trials, open_database, tuning_target, workload,
                                   workload_hash, write_metadata)
 from targets import BOARDS, DEFAULT_TARGET, Board, get_board
@@ -114,7 +115,8 @@ def tune_case(case: KernelCase, board: Board, database, scratch: Path, trials: i
     ``rpc`` = (tracker host, tracker port, key): measure on the tracker's servers instead of locally.
     """
     func = case.mod[case.name]
-    kit = FirmwareKit(board, case, scratch / f"{case.name[:48]}_{workload_hash(func)}")  # fused names get long
+    kit = FirmwareKit(board, case, scratch / f"{case.name[:48]}_{workload_hash(func)}",  # fused names get long
+                      microkernel_sources())
     default = measure_module(kit, apply_default_schedules(case.mod))
     if rpc is None:
         runner = QemuRunner(kit, workers)
@@ -123,15 +125,21 @@ def tune_case(case: KernelCase, board: Board, database, scratch: Path, trials: i
 
         runner = RpcQemuRunner(kit, *rpc, max_workers=workers)
     remaining = trials - measured_trials(database, func)
-    if remaining > 0:
+    # A GEMM's tensorized designs get their own half of the trials first (few designs, each far from the
+    # generic space's, which the cost model would otherwise rarely pick), then the generic space the rest.
+    tensorized = (max(0, min(remaining, trials // 2 - measured_trials(database, func, tensorized_only=True)))
+                  if is_gemm(func) else 0)
+    for space, budget in ((gemm_space(postprocs()), tensorized), (microcontroller_space(), remaining - tensorized)):
+        if budget <= 0:
+            continue
         skip_foreign_tensor_intrinsics()
         ms.tune_tir(
             workload(func), tuning_target(mcpu_of(board)), work_dir=str(scratch / "ms"),
-            max_trials_global=remaining, num_trials_per_iter=min(remaining, TRIALS_PER_ITER),
+            max_trials_global=budget, num_trials_per_iter=min(budget, TRIALS_PER_ITER),
             builder=QemuBuilder(kit, workers), runner=runner, database=database,
             cost_model="xgb", measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
                                                  ProgressCallback(bar)],
-            space=microcontroller_space(), strategy=_strategy(), num_tuning_cores=1, seed=seed,
+            space=space, strategy=_strategy(), num_tuning_cores=1, seed=seed,
         )
     return KernelTuning(case.name, case.macs, default, best_instructions(database, func),
                         measured_trials(database, func))

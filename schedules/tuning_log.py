@@ -19,6 +19,7 @@ from tvm import tirx
 from tvm.s_tir import meta_schedule as ms
 
 from schedules.measure import mcpu_of
+from schedules.tensorize import register_intrinsics
 from targets import get_board
 
 WORKLOAD_FILE, RECORD_FILE, METADATA_FILE = "database_workload.json", "database_tuning_record.json", "metadata.json"
@@ -90,6 +91,7 @@ def _clean_copy(log_dir: Path, allowed_hashes: set[str], scratch: Path) -> ms.da
         try:
             entry = ms.database.Workload.from_json(row)
             func = entry.mod["main"]
+            register_intrinsics(func)  # a tensorized record reads (and replays) only with its intrinsics registered
         except Exception:  # noqa: BLE001 - any damage in a stored IRModule means: skip it
             _warn(f"{WORKLOAD_FILE} entry {index} is not a readable workload; skipped")
             continue
@@ -172,7 +174,9 @@ def best_instructions(database: ms.database.Database, func: tirx.PrimFunc) -> in
     return int(records[0].run_secs[0].value) if records and records[0].run_secs else None
 
 
-def measured_trials(database: ms.database.Database, func: tirx.PrimFunc) -> int:
-    """How many candidates of ``func`` the log already measured (for resuming)."""
+def measured_trials(database: ms.database.Database, func: tirx.PrimFunc, tensorized_only: bool = False) -> int:
+    """How many candidates of ``func`` the log already measured (for resuming); ``tensorized_only``: only those
+    whose schedule calls a micro-kernel (a ``tensorize`` step in the trace)."""
     mod = workload(func)
-    return sum(1 for record in database.get_all_tuning_records() if tvm_ffi.structural_equal(record.workload.mod, mod))
+    return sum(1 for record in database.get_all_tuning_records() if tvm_ffi.structural_equal(record.workload.mod, mod)
+               and (not tensorized_only or any(inst.kind.name == "Tensorize" for inst in record.trace.insts)))

@@ -7,7 +7,7 @@ import tvm.script
 from tvm.s_tir import meta_schedule as ms
 
 from deploy.schedule import apply_default_schedules
-from schedules.kernels import KERNELS, kernel_case, random_case
+from schedules.kernels import KERNELS, RATIO, kernel_case, random_case
 from schedules.measure import FirmwareKit, QemuBuilder, QemuRunner, measure_module, reference_check
 from targets import get_board
 
@@ -35,11 +35,11 @@ def test_reference_is_not_trivial(proj):
     assert np.mean((proj.expected == 127) | (proj.expected == -128)) < 0.1
 
 
-def _with_shift(mod: tvm.IRModule, old: int, new: int) -> tvm.IRModule:
-    """A wrong kernel: the requantize shift ``old`` replaced by ``new`` (every output changes)."""
-    text = mod.script()
-    assert text.count(f">> T.int64({old})") == 1
-    return tvm.script.from_source(text.replace(f">> T.int64({old})", f">> T.int64({new})"))
+def _with_multiplier(mod: tvm.IRModule, new: int) -> tvm.IRModule:
+    """A wrong kernel: the requantize multiplier replaced by ``new`` (every output changes)."""
+    text, old = mod.script(), f"T.int64({int(RATIO.multiplier)})"
+    assert old in text
+    return tvm.script.from_source(text.replace(old, f"T.int64({new})"))
 
 
 def test_default_schedule_is_measured_exactly_and_repeatably(proj, kit):
@@ -51,7 +51,7 @@ def test_default_schedule_is_measured_exactly_and_repeatably(proj, kit):
 
 def test_builder_runner_give_costs_only_to_bit_exact_candidates(proj, kit):
     good = apply_default_schedules(proj.mod)
-    wrong = _with_shift(good, 40, 38)
+    wrong = _with_multiplier(good, int(RATIO.multiplier) // 3)
     target = tvm.target.Target({"kind": "c", "mcpu": "cortex-m55"})
     builder, runner = QemuBuilder(kit), QemuRunner(kit)
     built = builder.build([ms.builder.BuilderInput(m, target) for m in (good, wrong)])
@@ -74,7 +74,8 @@ def test_unscheduled_kernel_with_big_stack_arrays_is_an_error_not_a_cost(proj, k
 
 def test_random_case_of_a_network_kernel_is_bit_exact_on_the_board(proj, tmp_path):
     """Kernels of a lowered network get random inputs and the unscheduled llvm build as reference."""
-    case = random_case("net_kernel", proj.mod["proj"], proj.macs, seed=3)
+    constants = {i: a for i, a in enumerate(proj.arguments) if i > 0}  # weights, bias, requantize shift
+    case = random_case("net_kernel", proj.mod["proj"], proj.macs, seed=3, given=constants)
     assert case.expected.shape == proj.expected.shape and len(set(case.expected.ravel().tolist())) > 200
     kit = FirmwareKit(get_board("cortex-m55"), case, tmp_path)
     assert measure_module(kit, apply_default_schedules(case.mod)) >= proj.macs / DSP_MACS_PER_INSTRUCTION

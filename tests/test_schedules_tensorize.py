@@ -1,14 +1,23 @@
-"""Tensorization with the shipped int8 dot-product micro-kernel: the C calls it, and the tensorized kernels are
-bit-exact on the emulated boards with each micro-kernel build (MVE, DSP, plain C), using the SIMD instruction."""
+"""Tensorization with the register-blocked GEMM micro-kernels: the kernel C calls one micro-kernel per output
+tile; tensorized kernels (int8 linear, int16 batched attention-style matmul) are bit-exact on the emulated
+boards with each micro-kernel build (MVE, DSP, plain C) and use the SIMD instruction; the tensorized designs
+are in MetaSchedule's space and replay from their trace."""
 import subprocess
 
+import numpy as np
 import pytest
+import tvm
+from tvm import relax
+from tvm.s_tir import meta_schedule as ms
 
+from deploy.lower import lower_relax
 from deploy.schedule import apply_default_schedules
 from deploy.tir_pipeline import kernels_to_c
-from schedules.kernels import KERNELS, kernel_case
+from schedules.kernels import KERNELS, kernel_case, random_case
 from schedules.measure import FirmwareKit, measure_module
-from schedules.tensorize import ENABLE_MVE, microkernel_sources, mve_board, tensorize_matmul
+from schedules.space import postprocs, skip_foreign_tensor_intrinsics
+from schedules.tensorize import TILES, gemm_space, is_gemm, microkernel_sources, register_intrinsics, tensorize_matmul
+from schedules.tuning_log import tuning_target, workload
 from targets import get_board
 
 
@@ -18,8 +27,21 @@ def proj():
 
 
 @pytest.fixture(scope="module")
-def tensorized(proj):
-    return tensorize_matmul(proj.mod)
+def int16_batched():
+    """A batched int16 x int16 -> int32 matmul with an odd reduction length, as attention's probabilities x V."""
+    bb = relax.BlockBuilder()
+    p = relax.Var("p", relax.TensorType([1, 2, 8, 18], "int16"))
+    v = relax.Var("v", relax.TensorType([1, 2, 18, 6], "int16"))
+    with bb.function("main", [p, v]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.matmul(p, v, out_dtype="int32"))
+        bb.emit_func_output(out)
+    lowered = lower_relax(bb.get())
+    gv, func = next((gv, f) for gv, f in lowered.functions.items() if gv.name_hint != "main")
+    case = random_case("pv", func, 2 * 8 * 18 * 6)
+    p_value, v_value = case.arguments
+    assert np.array_equal(case.expected, p_value.astype(np.int32) @ v_value.astype(np.int32))  # numpy reference
+    return case
 
 
 def _disassembly(board, elf) -> str:
@@ -27,27 +49,50 @@ def _disassembly(board, elf) -> str:
                           text=True, check=True).stdout
 
 
-def test_kernel_c_calls_the_micro_kernel_for_its_inner_product(tensorized):
-    source = kernels_to_c(tensorized, "cortex-m55")
-    assert "iseg_dot_s8(" in source and "for (int32_t k" not in source
+def test_kernel_c_calls_one_micro_kernel_per_output_tile(proj):
+    source = kernels_to_c(tensorize_matmul(proj.mod, (2, 4)), "cortex-m55")
+    assert "iseg_gemm_s8_s8_2x4(" in source and "for (int32_t k" not in source
+    assert "int32_t matmul_intermediate_ptr[8];" in source  # the accumulator is one 2x4 tile
 
 
-def test_conv_kernel_is_refused(proj):
-    with pytest.raises(ValueError, match="2-D matmul"):
+def test_conv_kernel_is_refused():
+    assert not is_gemm(kernel_case(KERNELS["patch_embed"]).mod["patch_embed"])
+    with pytest.raises(ValueError, match="GEMM"):
         tensorize_matmul(kernel_case(KERNELS["patch_embed"]).mod)
+
+
+def test_tile_that_does_not_divide_the_output_is_refused(int16_batched):
+    with pytest.raises(ValueError, match="3x2"):
+        tensorize_matmul(int16_batched.mod, (3, 2))  # 8 rows, 6 columns
 
 
 @pytest.mark.parametrize("variant,instruction", [
     ("cortex-m55-mve", "vmlava.s8"), ("cortex-m55", "smlad"), ("cortex-m4", "smlad"), ("riscv32", None)])
-def test_tensorized_kernel_is_bit_exact_and_uses_the_simd_instruction(proj, tensorized, tmp_path, variant, instruction):
-    mve = variant.endswith("-mve")
-    board = mve_board(get_board("cortex-m55")) if mve else get_board(variant)
-    kit = FirmwareKit(board, proj, tmp_path, microkernel_sources(), ENABLE_MVE if mve else "")
-    instructions = measure_module(kit, tensorized)  # raises unless both calls match the reference exactly
+def test_tensorized_int8_kernel_is_bit_exact_and_uses_the_simd_instruction(proj, tmp_path, variant, instruction):
+    board = get_board(variant)
+    kit = FirmwareKit(board, proj, tmp_path, microkernel_sources())
+    instructions = measure_module(kit, tensorize_matmul(proj.mod, (2, 4)))  # raises unless bit-exact twice
     if instruction is not None:
-        elf = next(tmp_path.glob("fixed_*/firmware.elf"))
-        assert instruction in _disassembly(board, elf)
-    if mve:
-        default = measure_module(FirmwareKit(get_board("cortex-m55"), proj, tmp_path / "default"),
-                                 apply_default_schedules(proj.mod))
-        assert instructions * 2 < default
+        assert instruction in _disassembly(board, next(tmp_path.glob("fixed_*/firmware.elf")))
+    default = measure_module(FirmwareKit(board, proj, tmp_path / "default"), apply_default_schedules(proj.mod))
+    assert instructions < default
+
+
+@pytest.mark.parametrize("variant,tile", [("cortex-m55-mve", (2, 3)), ("cortex-m55", (2, 2)), ("riscv32", (4, 2))])
+def test_tensorized_int16_batched_kernel_is_bit_exact(int16_batched, tmp_path, variant, tile):
+    kit = FirmwareKit(get_board(variant), int16_batched, tmp_path, microkernel_sources())
+    assert measure_module(kit, tensorize_matmul(int16_batched.mod, tile)) > 0
+
+
+def test_search_space_has_one_tensorized_design_per_fitting_tile_and_they_replay(proj):
+    skip_foreign_tensor_intrinsics()
+    context = ms.TuneContext(mod=workload(proj.mod["proj"]), target=tuning_target("cortex-m55"),
+                             space_generator=gemm_space(postprocs()), task_name="proj")
+    spaces = context.generate_design_space()
+    assert len(spaces) == len([(r, c) for r, c in TILES if 256 % r == 0 and 64 % c == 0]) == 3  # 256 x 64 output
+    register_intrinsics(proj.mod["proj"])
+    for sch in spaces:
+        assert any(inst.kind.name == "Tensorize" for inst in sch.trace.insts)
+        replayed = tvm.s_tir.Schedule(workload(proj.mod["proj"]))
+        sch.trace.apply_to_schedule(replayed, remove_postproc=False)
+        tvm.ir.assert_structural_equal(replayed.mod, sch.mod)

@@ -12,6 +12,7 @@ from deploy.tir_pipeline import kernels_to_c
 from schedules import TuningLogWarning, apply_tuning_log
 from schedules.kernels import KERNELS, kernel_case
 from schedules.measure import FirmwareKit, measure_module
+from schedules.tensorize import microkernel_sources
 from schedules.tune import BUILTIN_MODEL, COMMITTED_LOGS, markdown_table, tune
 from schedules.tuning_log import METADATA_FILE, RECORD_FILE, WORKLOAD_FILE, measured_trials, open_database
 from targets import get_board
@@ -62,8 +63,8 @@ def test_applied_log_reproduces_the_recorded_instructions_bit_exactly(tuned, pro
     applied, names = apply_tuning_log(proj.mod, TARGET, log_dir)
     assert names == ["proj"]
     assert not tvm_ffi.structural_equal(applied["proj"], proj.mod["proj"])
-    assert "void proj(" in kernels_to_c(applied, "cortex-m55")
-    kit = FirmwareKit(get_board(TARGET), proj, tmp_path)
+    assert "iseg_gemm_s8_s8_" in kernels_to_c(applied, "cortex-m55")  # the best design is a tensorized one
+    kit = FirmwareKit(get_board(TARGET), proj, tmp_path, microkernel_sources())
     assert measure_module(kit, applied) == result.tuned_instructions  # exact and bit-exact (harness checks)
 
 
@@ -114,7 +115,7 @@ def test_corrupt_lines_are_skipped_and_the_good_records_still_apply(tuned, proj,
         workloads.write('["123", "not base64 json"]\n')
     applied, names = _apply_warns(proj.mod, TARGET, log_dir, "skipped")
     assert names == ["proj"]
-    kit = FirmwareKit(get_board(TARGET), proj, tmp_path / "kit")
+    kit = FirmwareKit(get_board(TARGET), proj, tmp_path / "kit", microkernel_sources())
     assert measure_module(kit, applied) == tuned[1].tuned_instructions
 
 

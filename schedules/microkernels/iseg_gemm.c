@@ -1,0 +1,166 @@
+/* Register-blocked GEMM micro-kernels called by tensorized kernels (schedules.tensorize):
+ *     c[r * ldc + j] += sum_{kk < k} a[r * lda + kk] * b[j * ldb + kk]     for r < R, j < C
+ * i.e. an R x C int32 output tile over a K reduction, with A row-major and B packed column-major (each
+ * output column's operands contiguous, as the tensorized kernel packs it once per call). Exact int32
+ * accumulation. Every function is iseg_gemm_<a>_<b>_<R>x<C>; operands int8 x int8 (s8_s8) or int16 x int16
+ * (s16_s16). One source, three builds chosen by the compiler's feature macros:
+ *   MVE (Cortex-M55 with MVE-I): VMLADAVA.S8 (16 MACs) / VMLADAVA.S16 (8 MACs), tail-predicated last chunk;
+ *   DSP (M4/M7/M33/M55):         SMLAD (2 MACs); int8 words sign-extended pairwise by SXTB16 (both operands
+ *                                the same way, so the lane pairing matches), int16 words go straight in;
+ *   otherwise:                   plain C (RISC-V).
+ * Loads are 32-bit/128-bit and may be unaligned (lda/ldb are element strides). Integer-only. */
+#include <stdint.h>
+#if defined(__ARM_FEATURE_MVE)
+#include <arm_mve.h>
+#elif defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#endif
+
+#pragma GCC poison float double
+
+#define ISEG_INLINE static inline __attribute__((always_inline))
+
+#if defined(__ARM_FEATURE_MVE)
+
+#define ISEG_GEMM_MVE(NAME, T, LANES, VEC, LOAD, LOADZ, VCTP, MLA)                                          \
+    ISEG_INLINE void NAME(const int R, const int C, const T *a, int32_t lda, const T *b, int32_t ldb,         \
+                          int32_t *c, int32_t ldc, int32_t k)                                                  \
+    {                                                                                                          \
+        int32_t acc[4][4];                                                                                     \
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                                    \
+        _Pragma("GCC unroll 4") for (int j = 0; j < C; j++) acc[r][j] = c[r * ldc + j];                        \
+        int32_t kk = 0;                                                                                        \
+        for (; kk + LANES <= k; kk += LANES) {                                                                 \
+            VEC vb[4];                                                                                         \
+            _Pragma("GCC unroll 4") for (int j = 0; j < C; j++) vb[j] = LOAD(b + j * ldb + kk);                \
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {                                              \
+                VEC va = LOAD(a + r * lda + kk);                                                               \
+                _Pragma("GCC unroll 4") for (int j = 0; j < C; j++) acc[r][j] = MLA(acc[r][j], va, vb[j]);     \
+            }                                                                                                  \
+        }                                                                                                      \
+        if (kk < k) { /* masked lanes load as zero and add nothing */                                          \
+            mve_pred16_t p = VCTP(k - kk);                                                                     \
+            VEC vb[4];                                                                                         \
+            _Pragma("GCC unroll 4") for (int j = 0; j < C; j++) vb[j] = LOADZ(b + j * ldb + kk, p);            \
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {                                              \
+                VEC va = LOADZ(a + r * lda + kk, p);                                                           \
+                _Pragma("GCC unroll 4") for (int j = 0; j < C; j++) acc[r][j] = MLA(acc[r][j], va, vb[j]);     \
+            }                                                                                                  \
+        }                                                                                                      \
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                                    \
+        _Pragma("GCC unroll 4") for (int j = 0; j < C; j++) c[r * ldc + j] = acc[r][j];                        \
+    }
+ISEG_GEMM_MVE(gemm_s8_s8, int8_t, 16, int8x16_t, vld1q_s8, vld1q_z_s8, vctp8q, vmladavaq_s8)
+ISEG_GEMM_MVE(gemm_s16_s16, int16_t, 8, int16x8_t, vld1q_s16, vld1q_z_s16, vctp16q, vmladavaq_s16)
+
+#else
+
+ISEG_INLINE uint32_t load32(const void *p) /* unaligned 32-bit load */
+{
+    uint32_t word;
+    __builtin_memcpy(&word, p, 4);
+    return word;
+}
+
+#if defined(__ARM_FEATURE_DSP)
+ISEG_INLINE uint32_t sxtb16_ror8(uint32_t x) /* SXTB16 with its free rotate: bytes 1 and 3 */
+{
+    uint32_t result;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(result) : "r"(x));
+    return result;
+}
+#endif
+
+ISEG_INLINE void gemm_s8_s8(const int R, const int C, const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb,
+                            int32_t *c, int32_t ldc, int32_t k)
+{
+    int32_t acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int j = 0; j < C; j++) acc[r][j] = c[r * ldc + j];
+    int32_t kk = 0;
+#if defined(__ARM_FEATURE_DSP)
+    for (; kk + 4 <= k; kk += 4) {
+        /* bytes 0, 2 and bytes 1, 3 of each word as two int16 lanes; same split for A and B */
+        uint32_t even[4], odd[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < C; j++) {
+            uint32_t word = load32(b + j * ldb + kk);
+            even[j] = __sxtb16(word);
+            odd[j] = sxtb16_ror8(word);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            uint32_t word = load32(a + r * lda + kk);
+            uint32_t a_even = __sxtb16(word), a_odd = sxtb16_ror8(word);
+#pragma GCC unroll 4
+            for (int j = 0; j < C; j++) acc[r][j] = __smlad(a_odd, odd[j], __smlad(a_even, even[j], acc[r][j]));
+        }
+    }
+#endif
+    for (; kk < k; kk++) {
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+            for (int j = 0; j < C; j++) acc[r][j] += (int32_t)a[r * lda + kk] * (int32_t)b[j * ldb + kk];
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int j = 0; j < C; j++) c[r * ldc + j] = acc[r][j];
+}
+
+ISEG_INLINE void gemm_s16_s16(const int R, const int C, const int16_t *a, int32_t lda, const int16_t *b,
+                              int32_t ldb, int32_t *c, int32_t ldc, int32_t k)
+{
+    int32_t acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int j = 0; j < C; j++) acc[r][j] = c[r * ldc + j];
+    int32_t kk = 0;
+#if defined(__ARM_FEATURE_DSP)
+    for (; kk + 2 <= k; kk += 2) {
+        uint32_t bw[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < C; j++) bw[j] = load32(b + j * ldb + kk);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            uint32_t aw = load32(a + r * lda + kk);
+#pragma GCC unroll 4
+            for (int j = 0; j < C; j++) acc[r][j] = __smlad(aw, bw[j], acc[r][j]);
+        }
+    }
+#endif
+    for (; kk < k; kk++) {
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+            for (int j = 0; j < C; j++) acc[r][j] += (int32_t)a[r * lda + kk] * (int32_t)b[j * ldb + kk];
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int j = 0; j < C; j++) c[r * ldc + j] = acc[r][j];
+}
+
+#endif
+
+/* The exported tiles (schedules.tensorize.TILES lists the same shapes). */
+#define ISEG_GEMM_TILE(AT, BT, TA, R, C)                                                                       \
+    void iseg_gemm_##AT##_##BT##_##R##x##C(const TA *a, int32_t lda, const TA *b, int32_t ldb, int32_t *c,     \
+                                           int32_t ldc, int32_t k);                                            \
+    void iseg_gemm_##AT##_##BT##_##R##x##C(const TA *a, int32_t lda, const TA *b, int32_t ldb, int32_t *c,     \
+                                           int32_t ldc, int32_t k)                                             \
+    {                                                                                                          \
+        gemm_##AT##_##BT(R, C, a, lda, b, ldb, c, ldc, k);                                                     \
+    }
+#define ISEG_GEMM_TILES(AT, BT, TA)                                                                            \
+    ISEG_GEMM_TILE(AT, BT, TA, 2, 2)                                                                           \
+    ISEG_GEMM_TILE(AT, BT, TA, 2, 3)                                                                           \
+    ISEG_GEMM_TILE(AT, BT, TA, 3, 2)                                                                           \
+    ISEG_GEMM_TILE(AT, BT, TA, 2, 4)                                                                           \
+    ISEG_GEMM_TILE(AT, BT, TA, 4, 2)
+ISEG_GEMM_TILES(s8, s8, int8_t)
+ISEG_GEMM_TILES(s16, s16, int16_t)
