@@ -9,8 +9,8 @@ from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
 
-from relax_passes.intops.shift_math import (EXP_ORDERS, emit_isqrt, emit_shift_exp, isqrt_reference,
-                                            shift_exp_reference)
+from relax_passes.intops.shift_math import (EXP_ORDERS, base4_exponent_reference, emit_base4_exponent, emit_isqrt,
+                                            emit_shift_exp, isqrt_iterations, isqrt_reference, shift_exp_reference)
 from relax_passes.intops.single_op import compile_single_op, single_op_module
 
 FRAC, OCTAVES, MANTISSA = 11, 14, 14
@@ -38,6 +38,53 @@ def test_isqrt_emitter_bit_exact(isqrt_on_host, values):
     n = np.array(values, dtype=np.int64)
     np.testing.assert_array_equal(isqrt_on_host(n), isqrt_reference(n, 31))
     np.testing.assert_array_equal(isqrt_reference(n, 31), [math.isqrt(v) for v in values])
+
+
+NORMALISED_LOW = 1 << 28  # LayerNorm's normalised variance: [4**14, 4**15), 15-bit root
+
+
+def test_isqrt_on_a_normalised_range_needs_four_steps_and_is_exact():
+    assert isqrt_iterations(15, NORMALISED_LOW) == 4
+    low = np.arange(NORMALISED_LOW, NORMALISED_LOW + (1 << 18), dtype=np.int64)  # largest start error
+    squares = np.arange(1 << 14, 1 << 15, 7, dtype=np.int64) ** 2
+    n = np.concatenate([low, np.clip(np.concatenate([squares - 1, squares, squares + 1]), NORMALISED_LOW, 4**15 - 1),
+                        np.arange(4**15 - 1000, 4**15, dtype=np.int64)])
+    np.testing.assert_array_equal(isqrt_reference(n, 15, NORMALISED_LOW), [math.isqrt(int(v)) for v in n])
+
+
+@pytest.fixture(scope="module")
+def isqrt32_on_host():
+    return compile_single_op(lambda bb, x, _: emit_isqrt(bb, x, 15, NORMALISED_LOW), None, (64,), "int32")
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.one_of(st.integers(NORMALISED_LOW, 4**15 - 1), st.sampled_from([NORMALISED_LOW, 4**15 - 1])),
+                min_size=64, max_size=64))
+def test_isqrt_int32_emitter_bit_exact(isqrt32_on_host, values):
+    n = np.array(values, dtype=np.int32)
+    np.testing.assert_array_equal(isqrt32_on_host(n), isqrt_reference(n, 15, NORMALISED_LOW))
+    np.testing.assert_array_equal(isqrt_reference(n, 15, NORMALISED_LOW), [math.isqrt(v) for v in values])
+
+
+def exact_base4_exponent(v: int) -> int:
+    return max(v.bit_length() - 1, 0) // 2
+
+
+@pytest.fixture(scope="module")
+def base4_on_host():
+    return compile_single_op(lambda bb, x, _: emit_base4_exponent(bb, x, 30), None, (64,), "int64")
+
+
+EDGES = [0, 1, 3, 4, 15, 16, 2**28 - 1, 2**28, 2**62 - 1] + [4**k + d for k in range(31) for d in (-1, 0)]
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 2**62 - 1), st.integers(0, 2**20), st.sampled_from(EDGES)),
+                min_size=64, max_size=64))
+def test_base4_exponent_reference_and_emitter(base4_on_host, values):
+    v = np.array(values, dtype=np.int64)
+    np.testing.assert_array_equal(base4_exponent_reference(v, 30), [exact_base4_exponent(x) for x in values])
+    np.testing.assert_array_equal(base4_on_host(v), base4_exponent_reference(v, 30))
 
 
 @pytest.fixture(scope="module", params=EXP_ORDERS)

@@ -19,10 +19,24 @@ are a shift and a mask because callers first requantize into this power-of-two s
 
 which is within 0.27 % of ``2**u`` (plus the floors).
 
-Integer sqrt (I-ViT / I-BERT): ``k <- (k + n // k) // 2`` from the power of two ``2**start_bits``
-(>= sqrt of the largest ``n``), a fixed number of iterations, then one correction step, gives
-exactly ``floor(sqrt(n))`` for every ``0 <= n < 4**start_bits`` (tested exhaustively on the slow end).
+Integer sqrt (I-ViT / I-BERT): ``k <- max((k + n // k) >> 1, 1)`` from the power of two
+``2**start_bits`` (>= sqrt of the largest ``n``), a fixed number of iterations, then one correction
+step ``k - (k*k > n)``, gives exactly ``floor(sqrt(n))`` for every ``lowest <= n < 4**start_bits``.
+Why: integer Newton from above never drops below ``floor(sqrt(n))`` and never exceeds the real
+iteration ``c <- (c + n/c) / 2``, whose relative error ``e = c/sqrt(n) - 1`` obeys
+``e <- e**2 / (2 (1 + e))``; once ``c < sqrt(n) + 1`` the integer is ``floor(sqrt(n))`` or one above
+and stays in that pair, which the correction resolves. The start error is largest for the smallest
+``n``, so ``isqrt_iterations(start_bits, lowest)`` is the step count at which ``e * 2**start_bits``
+(>= ``c - sqrt(n)``) falls below 1/2 for ``n = lowest``. A caller that normalises ``n`` into
+``[4**(start_bits-1), 4**start_bits)`` (``e <= 1``) needs 4 steps for start_bits = 15; an
+un-normalised 62-bit ``n`` from ``2**31`` needs ~36.
+
+Base-4 exponent: ``floor(log4(v))`` of a non-negative integer by a binary search of shifts
+(``val >> 2b > 0`` for ``b = 16, 8, 4, 2, 1``), a few compares and selects instead of a count-leading-zeros
+instruction, which neither TVM's C codegen nor every target has.
 """
+import math
+
 import numpy as np
 from tvm import relax
 
@@ -66,33 +80,74 @@ def emit_shift_exp(bb: relax.BlockBuilder, y: relax.Expr, frac_bits: int, octave
     return bb.emit(relax.op.where(relax.op.greater(octave, _i32(octaves)), _i32(0), shifted))
 
 
-def isqrt_iterations(start_bits: int) -> int:
-    """Newton steps from ``2**start_bits`` that reach floor(sqrt(n)) (or +1) for all ``n < 4**start_bits``.
+def isqrt_iterations(start_bits: int, lowest: int = 0) -> int:
+    """Newton steps from ``2**start_bits`` after which every ``n`` in ``[lowest, 4**start_bits)`` is at
+    ``floor(sqrt(n))`` or one above (``n = 0``: ``k`` halves to 1 in ``start_bits`` steps)."""
+    error = 2.0**start_bits / math.sqrt(max(lowest, 1)) - 1.0
+    steps = 0
+    while error * 2.0**start_bits >= 0.5:
+        error = error * error / (2.0 * (1.0 + error))
+        steps += 1
+    return max(steps, 1, start_bits if lowest == 0 else 1)
 
-    From above, Newton at least halves the distance to the root per step, so ``start_bits + 1``
-    steps bring it within 1; two more absorb integer flooring. (Verified exhaustively for small n.)
-    """
-    return start_bits + 3
 
-
-def isqrt_reference(n: np.ndarray, start_bits: int) -> np.ndarray:
-    """floor(sqrt(n)) for ``0 <= n < 4**start_bits`` by fixed-iteration integer Newton (int64)."""
+def isqrt_reference(n: np.ndarray, start_bits: int, lowest: int = 0) -> np.ndarray:
+    """floor(sqrt(n)) for ``lowest <= n < 4**start_bits`` by fixed-iteration integer Newton (int64)."""
     n = np.asarray(n).astype(np.int64)
     k = np.full_like(n, 1 << start_bits)
-    for _ in range(isqrt_iterations(start_bits)):
+    for _ in range(isqrt_iterations(start_bits, lowest)):
         k = np.maximum((k + n // k) >> 1, 1)
     return k - (k * k > n)
 
 
-def emit_isqrt(bb: relax.BlockBuilder, n: relax.Expr, start_bits: int) -> relax.Var:
-    """Relax ops of ``isqrt_reference`` on an int64 tensor; returns int64."""
-    one = relax.const(1, "int64")
-    k = bb.emit(relax.op.full_like(n, relax.const(1 << start_bits, "int64")))
-    for _ in range(isqrt_iterations(start_bits)):
+def emit_isqrt(bb: relax.BlockBuilder, n: relax.Expr, start_bits: int, lowest: int = 0) -> relax.Var:
+    """Relax ops of ``isqrt_reference`` in ``n``'s dtype (int32 when ``start_bits <= 15``, else int64)."""
+    dtype = n.ty.dtype
+    one = relax.const(1, dtype)
+    k = relax.const(1 << start_bits, dtype)  # a scalar: broadcasting gives the first step n's shape
+    for _ in range(isqrt_iterations(start_bits, lowest)):
         step = relax.op.right_shift(relax.op.add(k, relax.op.floor_divide(n, k)), one)
         k = bb.emit(relax.op.maximum(step, one))
-    too_big = relax.op.astype(relax.op.greater(relax.op.multiply(k, k), n), "int64")
+    too_big = relax.op.astype(relax.op.greater(relax.op.multiply(k, k), n), dtype)
     return bb.emit(relax.op.subtract(k, too_big))
+
+
+def _search_steps(max_exponent: int) -> list[int]:
+    """Powers of two, largest first, summing to >= ``max_exponent``."""
+    return [1 << i for i in reversed(range(max(max_exponent, 1).bit_length()))]
+
+
+def base4_exponent_reference(v: np.ndarray, max_exponent: int) -> np.ndarray:
+    """``floor(log4(v))`` for ``1 <= v < 4**(max_exponent + 1)``, 0 for ``v = 0`` (int64)."""
+    value = np.asarray(v).astype(np.int64)
+    exponent = np.zeros_like(value)
+    for step in _search_steps(max_exponent):
+        big = (value >> (2 * step)) > 0
+        value = np.where(big, value >> (2 * step), value)
+        exponent = exponent + np.where(big, step, 0)
+    return exponent
+
+
+def emit_base4_exponent(bb: relax.BlockBuilder, v: relax.Expr, max_exponent: int) -> relax.Var:
+    """Relax ops of ``base4_exponent_reference`` on an int64 tensor; returns int64."""
+    value, exponent = v, relax.const(0, "int64")
+    for step in _search_steps(max_exponent):
+        shifted = bb.emit(relax.op.right_shift(value, relax.const(2 * step, "int64")))
+        big = bb.emit(relax.op.greater(shifted, relax.const(0, "int64")))
+        value = bb.emit(relax.op.where(big, shifted, value))
+        exponent = bb.emit(relax.op.add(exponent, relax.op.multiply(relax.op.astype(big, "int64"),
+                                                                    relax.const(step, "int64"))))
+    return exponent
+
+
+def emit_row_boundary(bb: relax.BlockBuilder, row_values: relax.Expr) -> relax.Var:
+    """``row_values`` (shape ``[..., 1]``) unchanged, written as a sum over its unit last axis.
+
+    Operator fusion never merges a reduction's consumers into it, so the per-row arithmetic before
+    this point becomes a kernel of its own, computed once per row; without it the per-row chain is
+    fused into the per-element consumer, where the scheduler inlines it into the element loop (a
+    division per element instead of per row)."""
+    return bb.emit(relax.op.sum(row_values, axis=-1, keepdims=True))
 
 
 def _i32(value: int) -> relax.Expr:

@@ -11,7 +11,7 @@ needed when attention is spread over hundreds of tokens (p ~ 1/L is ~1 uint8 LSB
     y   = clip(requantize(d, input_scale * log2(e) * 2**F), -(n+1)*2**F, 0)   int16 (log2 domain)
     e   = shift_exp(y, F, n, M)           ~ 2**M * exp(d * input_scale) in [0, 2**M]   int16 range
     s   = sum(e, axis=-1)                 in [2**M, L * 2**M]                          int32
-    r   = 2**30 // s                      (one division per row)                       int32
+    r   = 2**30 // s                      (one division per row, its own kernel)       int32
     p   = clip((e * r + 2**(29 - B)) >> (30 - B), 0, max)      e * r <= 2**30          int32
 
 ``M = MANTISSA_BITS = 14``. ``n`` (octaves of the exponential kept, I-ViT's ``n``) is chosen per
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import relax
 
-from relax_passes.intops.shift_math import EXP_ORDERS, LOG2E, emit_shift_exp, shift_exp_reference
+from relax_passes.intops.shift_math import EXP_ORDERS, LOG2E, emit_row_boundary, emit_shift_exp, shift_exp_reference
 from relax_passes.requantize import DTYPE_RANGE, Dyadic, emit_requantize, requantize_reference
 
 OUTPUT_DTYPE = "uint8"
@@ -133,7 +133,7 @@ def emit_shiftmax(bb: relax.BlockBuilder, x: relax.Expr, params: ShiftmaxParams)
     y = bb.emit(relax.op.clip(log2_domain, lower, 0))
     e = emit_shift_exp(bb, y, params.frac_bits, params.octaves, MANTISSA_BITS, params.exp_order)
     total = bb.emit(relax.op.sum(e, axis=-1, keepdims=True))
-    reciprocal = bb.emit(relax.op.floor_divide(_i32(1 << RECIPROCAL_BITS), total))
+    reciprocal = emit_row_boundary(bb, relax.op.floor_divide(_i32(1 << RECIPROCAL_BITS), total))
     scaled = bb.emit(relax.op.add(relax.op.multiply(e, reciprocal), _i32(1 << (params.output_shift - 1))))
     shifted = bb.emit(relax.op.right_shift(scaled, _i32(params.output_shift)))
     lo, hi = DTYPE_RANGE[params.output_dtype]
