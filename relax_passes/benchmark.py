@@ -5,8 +5,9 @@ training scene) against the float model it came from: mIoU, per-class IoU, pixel
 class maps; the ablations (GELU variant, Shiftmax output dtype, 1 vs 32 calibration images,
 observer); per-layer SQNR (also drawn as a PNG when matplotlib is installed); the size of the integer
 constants; and, as a peer in the same run, ONNX Runtime's static int8 QDQ quantization (per-channel
-weights) of the same model's ONNX export. The float and integer Relax modules run with the TVM llvm
-VM, the peer with onnxruntime.
+weights) of the same model's ONNX export and, with the ``peers`` extra, TFLite full-int8
+(``relax_passes.tflite_peer``). The float and integer Relax modules run with the TVM llvm VM, the
+peers with onnxruntime and ai-edge-litert.
 """
 import argparse
 import json

@@ -4,7 +4,8 @@
 batch 1), the weights taken from the torch checkpoint. ``convert_full_int8`` runs
 ``tf.lite.TFLiteConverter`` post-training full-integer quantization on it (Optimize.DEFAULT,
 TFLITE_BUILTINS_INT8 only, a representative dataset of calibration scenes, uint8 image in, int8
-logits out) and ``tflite_peer`` scores the result, run by ai-edge-litert, on the test split.
+logits out) and ``full_int8_class_maps`` runs the result with ai-edge-litert on the test split
+(``relax_passes.benchmark`` scores the class maps).
 
 Every tensor of the converted graph is int8/int32, yet it is not integer-only in this project's
 sense: LayerNorm stays MEAN/SQUARED_DIFFERENCE/RSQRT on 8-bit values, and the int8 kernels fill their
@@ -28,7 +29,7 @@ NOTE = ("TFLite full-int8 (TFLiteConverter post-training quantization, builtin i
 
 
 def tensorflow_missing() -> str | None:
-    """Why the peer cannot run here (one line), or None when tensorflow and ai-edge-litert import."""
+    """Why the peer cannot run here (one line), or None when tensorflow, ai-edge-litert and torch import."""
     try:
         import ai_edge_litert.interpreter  # noqa: F401
         import tensorflow  # noqa: F401
@@ -123,8 +124,6 @@ class LiteRTRunner:
     def quantize_input(self, image):
         """The image in the input tensor's dtype (its scale/zero point come from the calibration range)."""
         scale, zero_point = self.input["quantization"]
-        if (scale, zero_point) == (0.0, 0):
-            return image[None].astype(self.input["dtype"])
         info = np.iinfo(self.input["dtype"])
         q = np.round(image.astype(np.float64) / scale) + zero_point
         return np.clip(q, info.min, info.max).astype(self.input["dtype"])[None]
@@ -164,7 +163,8 @@ def full_int8_class_maps(model, calibration, test_images, counts=(1, 32), parity
         runner = LiteRTRunner(convert_full_int8(forward, calibration[:n]))
         maps = np.stack([runner.class_map(img) for img in tqdm(test_images, desc=f"TFLite int8 ({n} calib.)",
                                                                 unit="img", leave=False)])
+        scale, zero_point = runner.input["quantization"]
         facts = {"float_port_vs_torch": parity, "ops_with_float_tensors": runner.float_ops(),
                  "op_counts": dict(sorted(collections.Counter(name for name, _ in runner.op_dtypes()).items())),
-                 "input_scale_zero_point": [float(runner.input["quantization"][0]), int(runner.input["quantization"][1])]}
+                 "input_scale_zero_point": [float(scale), int(zero_point)]}
         yield n, maps, facts
