@@ -71,6 +71,33 @@ ISEG_INLINE uint32_t sxtb16_ror8(uint32_t x) /* SXTB16 with its free rotate: byt
 }
 #endif
 
+#if defined(__ARM_FEATURE_DSP)
+/* acc += A x B^T over whole 4-byte groups of k: per group, one word per row/column, each split by SXTB16 into
+ * bytes 0, 2 and bytes 1, 3 as two int16 lanes (the same split for A and B), then two SMLADs per output. */
+ISEG_INLINE void dsp_s8_loop(const int R, const int C, const int8_t *pa, const int8_t *pb, int32_t lda,
+                             int32_t ldb, const int8_t *end, int32_t acc[4][4])
+{
+    do {
+        uint32_t even[4], odd[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < C; j++) {
+            uint32_t word = load32(pb + j * ldb);
+            even[j] = __sxtb16(word);
+            odd[j] = sxtb16_ror8(word);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            uint32_t word = load32(pa + r * lda);
+            uint32_t a_even = __sxtb16(word), a_odd = sxtb16_ror8(word);
+#pragma GCC unroll 4
+            for (int j = 0; j < C; j++) acc[r][j] = __smlad(a_odd, odd[j], __smlad(a_even, even[j], acc[r][j]));
+        }
+        pa += 4;
+        pb += 4;
+    } while (pa != end);
+}
+#endif
+
 ISEG_INLINE void gemm_s8_s8(const int R, const int C, const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb,
                             int32_t *c, int32_t ldc, int32_t k)
 {
@@ -81,21 +108,12 @@ ISEG_INLINE void gemm_s8_s8(const int R, const int C, const int8_t *a, int32_t l
         for (int j = 0; j < C; j++) acc[r][j] = c[r * ldc + j];
     int32_t kk = 0;
 #if defined(__ARM_FEATURE_DSP)
-    for (; kk + 4 <= k; kk += 4) {
-        /* bytes 0, 2 and bytes 1, 3 of each word as two int16 lanes; same split for A and B */
-        uint32_t even[4], odd[4];
-#pragma GCC unroll 4
-        for (int j = 0; j < C; j++) {
-            uint32_t word = load32(b + j * ldb + kk);
-            even[j] = __sxtb16(word);
-            odd[j] = sxtb16_ror8(word);
-        }
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            uint32_t word = load32(a + r * lda + kk);
-            uint32_t a_even = __sxtb16(word), a_odd = sxtb16_ror8(word);
-#pragma GCC unroll 4
-            for (int j = 0; j < C; j++) acc[r][j] = __smlad(a_odd, odd[j], __smlad(a_even, even[j], acc[r][j]));
+    if (k >= 4) {
+        kk = k & ~3;
+        if (lda == ldb) { /* the usual case (B packed with A's row length): one stride register for both */
+            dsp_s8_loop(R, C, a, b, lda, lda, a + kk, acc);
+        } else {
+            dsp_s8_loop(R, C, a, b, lda, ldb, a + kk, acc);
         }
     }
 #endif
