@@ -3,7 +3,11 @@
 ``lower_to_static_program(mod)`` runs the Relax lowering up to ``CallTIRRewrite`` (every op becomes a
 ``call_tir``-style call of a fused PrimFunc with explicit output tensors), then walks ``main``'s
 bindings into a :class:`StaticProgram`: tensors (input, output, constants, intermediates), kernel calls
-in order, and aliases (``reshape`` / variable copies share storage). Memory planning of the
+in order, and aliases (``reshape`` / variable copies share storage).
+
+No ``FoldConstant``: it would evaluate ``astype(int8 constant, "int64")`` (and a requantized constant
+operand) at compile time and store the wide result; instead such constant-input ops are fused into the
+kernels that read them, so every constant is deployed at its narrow storage type. Memory planning of the
 intermediates is :mod:`deploy.memory_plan`'s job; scheduling of the kernels is :mod:`deploy.schedule`'s.
 """
 from dataclasses import dataclass, field
@@ -17,7 +21,6 @@ from common.errors import UserError
 LOWERING_PASSES = (
     relax.transform.LegalizeOps,
     relax.transform.AnnotateTIROpPattern,
-    relax.transform.FoldConstant,
     relax.transform.FuseOps,
     relax.transform.FuseTIR,
     relax.transform.DeadCodeElimination,

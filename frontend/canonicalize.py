@@ -6,6 +6,7 @@ from tvm import relax
 
 from .fold_constant_layout import FoldConstantLayout
 from .fold_index_arithmetic import FoldIndexArithmetic
+from .fold_layer_norm_affine import FoldLayerNormAffine
 from .fuse_gelu import FuseGelu
 from .fuse_layer_norm import FuseLayerNorm
 from .imported import ImportedModel
@@ -25,6 +26,7 @@ def canonicalization_passes() -> tvm.transform.Pass:
             FuseLayerNorm(),
             RemoveRedundantLayout(),
             CanonicalizeOperandOrder(),
+            FoldLayerNormAffine(),
             relax.transform.CanonicalizeBindings(),
             relax.transform.DeadCodeElimination(["main"]),
         ],

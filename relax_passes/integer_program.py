@@ -15,7 +15,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .requantize import DTYPE_RANGE, Dyadic, emit_requantize, requantize_reference
+from .requantize import DTYPE_RANGE, Dyadic, emit_requantize, emit_widened, requantize_reference
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,20 @@ def _const(bb_value, dtype):
     return relax.const(np.asarray(bb_value, dtype=dtype), dtype)
 
 
+def accumulator_bias(op) -> np.ndarray:
+    """The int32 accumulator bias of a Conv2d / Dense (int64): its stored ``bias << bias_shift``."""
+    return np.asarray(op.bias).astype(np.int64) << op.bias_shift
+
+
+def emit_accumulator_bias(op, shape) -> relax.Expr:
+    """``accumulator_bias`` as an int32 Relax operand (an immediate when uniform), reshaped to ``shape``."""
+    bias = np.asarray(op.bias)
+    if bias.ndim == 0:
+        return relax.const(np.int32(int(bias) << op.bias_shift), "int32")
+    wide = emit_widened(bias.reshape(shape), "int32")
+    return wide if op.bias_shift == 0 else relax.op.left_shift(wide, relax.const(op.bias_shift, "int32"))
+
+
 @dataclass
 class ImageInput(IntOp):
     """uint8 NHWC camera image -> int8 NCHW ``q = x - 128`` (the offset is folded into the first conv)."""
@@ -70,9 +84,10 @@ class Conv2d(IntOp):
     """int8 NCHW x int8 OIHW -> int32 (+ int32 bias) -> dyadic requantize per output channel."""
 
     weight: np.ndarray = None  # int8 OIHW
-    bias: np.ndarray = None  # int32 (O,)
+    bias: np.ndarray = None  # int16/int32 (O,) or 0-d; the accumulator adds ``bias << bias_shift``
     dyadic: Dyadic = None  # per channel, shaped (1, O, 1, 1)
     strides: tuple = (1, 1)
+    bias_shift: int = 0
 
     def accumulate(self, x):
         out_c, _, kh, kw = self.weight.shape
@@ -84,14 +99,14 @@ class Conv2d(IntOp):
             for j in range(kw):
                 window = x[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw].astype(np.int64)
                 acc += np.einsum("nchw,oc->nohw", window, self.weight[:, :, i, j].astype(np.int64))
-        return acc + self.bias.reshape(1, -1, 1, 1)
+        return acc + accumulator_bias(self).reshape(1, -1, 1, 1)
 
     def reference(self, x):
         return requantize_reference(self.accumulate(x), self.dyadic, self.qtype.dtype)
 
     def emit(self, bb, x):
         conv = bb.emit(relax.op.nn.conv2d(x, relax.const(self.weight), strides=self.strides, out_dtype="int32"))
-        acc = bb.emit(relax.op.add(conv, relax.const(self.bias.reshape(1, -1, 1, 1))))
+        acc = bb.emit(relax.op.add(conv, emit_accumulator_bias(self, (1, -1, 1, 1))))
         return emit_requantize(bb, acc, self.dyadic, self.qtype.dtype)
 
     def constants(self):
@@ -103,18 +118,19 @@ class Dense(IntOp):
     """int8 [..., K] x int8 [K, N] -> int32 (+ int32 bias) -> dyadic requantize per output column."""
 
     weight: np.ndarray = None  # int8 [K, N]
-    bias: np.ndarray = None  # int32 (N,)
+    bias: np.ndarray = None  # int16/int32 (N,) or 0-d; the accumulator adds ``bias << bias_shift``
     dyadic: Dyadic = None  # per column, shaped (N,)
+    bias_shift: int = 0
 
     def accumulate(self, x):
-        return x.astype(np.int64) @ self.weight.astype(np.int64) + self.bias
+        return x.astype(np.int64) @ self.weight.astype(np.int64) + accumulator_bias(self)
 
     def reference(self, x):
         return requantize_reference(self.accumulate(x), self.dyadic, self.qtype.dtype)
 
     def emit(self, bb, x):
         product = bb.emit(relax.op.matmul(x, relax.const(self.weight), out_dtype="int32"))
-        acc = bb.emit(relax.op.add(product, relax.const(self.bias)))
+        acc = bb.emit(relax.op.add(product, emit_accumulator_bias(self, (-1,))))
         return emit_requantize(bb, acc, self.dyadic, self.qtype.dtype)
 
     def constants(self):

@@ -8,6 +8,10 @@ A real ratio ``S_in / S_out`` becomes ``m / 2**k`` with a 31-bit multiplier ``m`
 in 64-bit integer arithmetic, with an arithmetic right shift: **round half up** (ties go
 towards +inf). ``|x| < 2**31`` keeps ``x * m + 2**(k-1)`` inside int64.
 
+Storage: ``m`` is kept as int32 and ``k`` as int8 (widened to int64 inside the kernel), and an array
+whose entries are all equal is kept as one scalar (a per-channel ratio that differs between channels
+only by powers of two therefore stores one int32 multiplier and an int8 shift per channel).
+
 ``requantize_reference`` is the numpy reference; ``emit_requantize`` writes the same
 arithmetic as Relax ops. Per-channel requantization passes array-valued ratios shaped to
 broadcast against the accumulator (e.g. ``(C,)`` for the last axis).
@@ -30,7 +34,7 @@ DTYPE_RANGE = {
 
 @dataclass(frozen=True)
 class Dyadic:
-    """``multiplier / 2**shift`` ≈ a real ratio; both int64 arrays (0-d for per-tensor)."""
+    """``multiplier / 2**shift`` ≈ a real ratio: int32 multiplier, int8 shift (0-d when uniform)."""
 
     multiplier: np.ndarray
     shift: np.ndarray
@@ -49,26 +53,48 @@ class Dyadic:
         shift = np.where(overflow, shift - 1, shift)
         if np.any(shift < 1) or np.any(shift > MAX_SHIFT):
             raise ValueError(f"requantization ratio {ratio} is outside [2**-31, 2**30)")
-        return Dyadic(multiplier, shift)
+        return Dyadic(uniform_as_scalar(multiplier.astype(np.int32)), uniform_as_scalar(shift.astype(np.int8)))
 
     @property
     def ratio(self) -> np.ndarray:
         return self.multiplier.astype(np.float64) / 2.0**self.shift
 
 
+def uniform_as_scalar(values: np.ndarray) -> np.ndarray:
+    """``values`` as a 0-d array when all its entries are equal (it broadcasts the same), else unchanged."""
+    values = np.asarray(values)
+    return values.reshape(-1)[:1].reshape(()) if values.size and np.all(values == values.flat[0]) else values
+
+
+def emit_widened(value: np.ndarray, dtype: str) -> relax.Expr:
+    """A stored constant as ``dtype``: a 0-d one as an immediate, an array as ``astype(const)`` so that the
+    array keeps its narrow storage type and the widening happens inside the kernel that reads it."""
+    value = np.asarray(value)
+    if value.ndim == 0:
+        return relax.const(value.astype(dtype), dtype)
+    return relax.op.astype(relax.const(value, str(value.dtype)), dtype)
+
+
 def requantize_reference(x: np.ndarray, dyadic: Dyadic, dtype: str) -> np.ndarray:
     """numpy reference: ``clamp((x * m + 2**(k-1)) >> k)`` in int64, cast to ``dtype``."""
     lo, hi = DTYPE_RANGE[dtype]
-    acc = x.astype(np.int64) * dyadic.multiplier + (np.int64(1) << (dyadic.shift - 1))
-    return np.clip(acc >> dyadic.shift, lo, hi).astype(dtype)
+    shift = dyadic.shift.astype(np.int64)
+    acc = x.astype(np.int64) * dyadic.multiplier.astype(np.int64) + (np.int64(1) << (shift - 1))
+    return np.clip(acc >> shift, lo, hi).astype(dtype)
 
 
 def emit_requantize(bb: relax.BlockBuilder, x: relax.Expr, dyadic: Dyadic, dtype: str) -> relax.Var:
     """Emit the Relax ops of ``requantize_reference`` into ``bb``; returns the ``dtype`` result."""
     lo, hi = DTYPE_RANGE[dtype]
     wide = bb.emit(relax.op.astype(x, "int64"))
-    product = bb.emit(relax.op.multiply(wide, relax.const(dyadic.multiplier, "int64")))
-    rounded = bb.emit(relax.op.add(product, relax.const(np.int64(1) << (dyadic.shift - 1), "int64")))
-    shifted = bb.emit(relax.op.right_shift(rounded, relax.const(dyadic.shift, "int64")))
+    product = bb.emit(relax.op.multiply(wide, emit_widened(dyadic.multiplier, "int64")))
+    if dyadic.shift.ndim == 0:  # immediates
+        shift = emit_widened(dyadic.shift, "int64")
+        half = relax.const(np.int64(1) << (dyadic.shift.astype(np.int64) - 1), "int64")
+    else:  # the rounding term is computed in the kernel from the stored shifts: no third per-channel array
+        shift = bb.emit(emit_widened(dyadic.shift, "int64"))
+        half = relax.op.left_shift(relax.const(1, "int64"), relax.op.subtract(shift, relax.const(1, "int64")))
+    rounded = bb.emit(relax.op.add(product, half))
+    shifted = bb.emit(relax.op.right_shift(rounded, shift))
     clamped = bb.emit(relax.op.clip(shifted, lo, hi))
     return bb.emit(relax.op.astype(clamped, dtype))

@@ -55,24 +55,35 @@ def run_tvm(mod, image):
 
 
 def test_dense_rule_structure():
-    """conv+bias and matmul+bias each become one int8 op with an int32 bias and a per-channel requantize."""
+    """conv+bias and matmul+bias each become one int8 op with a narrow bias and a per-channel requantize."""
     _, calibration, program = quantized(dense_head)
     kinds = [type(op).__name__ for op in program.ops]
     assert kinds == ["ImageInput", "Conv2d", "Reshape", "PermuteDims", "Dense", "PermuteDims", "ArgMax"]
     conv, dense = program.ops[1], program.ops[4]
 
-    # Independent hand quantization of the rule: symmetric int8 weights per output channel.
-    w_scale = np.abs(DENSE.astype(np.float64)).max(0) / 127
+    # Independent hand quantization of the rule: symmetric int8 weights per output channel, each channel's
+    # scale the tensor's max/127 over the largest power of two that keeps the channel within +-127.
+    def channel_scales(weight, axes):
+        top = np.abs(weight.astype(np.float64)).max(axes)
+        return top.max() / 127 / 2.0 ** np.floor(np.log2(top.max() / top))
+
+    w_scale = channel_scales(DENSE, 0)
     assert np.array_equal(dense.weight, np.round(DENSE / w_scale).astype(np.int8))
+    assert np.all(np.abs(dense.weight).max(0) > 63)  # every channel keeps more than half of the int8 range
     acc_scale = conv.qtype.scale * w_scale
-    assert np.array_equal(dense.bias, np.round(DENSE_BIAS / acc_scale).astype(np.int32))
+    assert dense.bias.dtype == np.int16 and dense.bias_shift == 0  # these biases fit int16 unshifted
+    assert np.array_equal(dense.bias, np.round(DENSE_BIAS / acc_scale))
     out_scale = calibration.absmax[program.ops[4].source] * RANGE_HEADROOM["int8"] / 127
     np.testing.assert_allclose(dense.dyadic.ratio, acc_scale / out_scale, rtol=1e-8)
-    # Conv input is x - 128: the offset is folded into the bias.
-    c_scale = np.abs(PATCH.astype(np.float64)).max((1, 2, 3)) / 127
+    assert dense.dyadic.multiplier.ndim == 0 and dense.dyadic.shift.shape == (5,)  # one multiplier, 5 shifts
+    # Conv input is x - 128: the offset is folded into the bias (large: int16 after a shift).
+    c_scale = channel_scales(PATCH, (1, 2, 3))
     conv_q = np.round(PATCH / c_scale[:, None, None, None]).astype(np.int64)
-    want_bias = np.round(PATCH_BIAS.reshape(-1) / c_scale) + 128 * conv_q.sum((1, 2, 3))
-    assert np.array_equal(conv.bias, want_bias.astype(np.int32))
+    want_bias = (np.round(PATCH_BIAS.reshape(-1) / c_scale) + 128 * conv_q.sum((1, 2, 3))).astype(np.int64)
+    assert np.array_equal(conv.weight, conv_q)
+    shift = conv.bias_shift
+    assert conv.bias.dtype == np.int16 and np.abs((want_bias + 2**shift // 2) >> (shift - 1)).max() > 32767
+    assert np.array_equal(conv.bias, (want_bias + 2**shift // 2) >> shift)
 
     # Expected Relax for the Dense op, written out by hand.
     bb = relax.BlockBuilder()
@@ -80,7 +91,7 @@ def test_dense_rule_structure():
     with bb.function("main", [x]):
         with bb.dataflow():
             product = bb.emit(relax.op.matmul(x, relax.const(dense.weight), out_dtype="int32"))
-            acc = bb.emit(relax.op.add(product, relax.const(dense.bias)))
+            acc = bb.emit(relax.op.add(product, relax.op.astype(relax.const(dense.bias), "int32")))
             out = bb.emit_output(emit_requantize(bb, acc, Dyadic.from_ratio(acc_scale / out_scale), "int8"))
         bb.emit_func_output(out)
     got = relax.BlockBuilder()

@@ -27,7 +27,7 @@ import numpy as np
 from tvm import relax
 
 from relax_passes.intops.shift_math import emit_isqrt, isqrt_reference
-from relax_passes.requantize import Dyadic, emit_requantize, requantize_reference
+from relax_passes.requantize import Dyadic, emit_requantize, requantize_reference, uniform_as_scalar
 
 MEAN_FRAC_BITS = 8
 START_BITS = 31          # 2**31 >= sqrt(C * 2**48) for C <= 2**14
@@ -46,7 +46,7 @@ class LayerNormParams:
     """Compile-time integers of one I-LayerNorm (per-channel arrays have shape ``(C,)``)."""
 
     channels: int
-    gamma_sign: np.ndarray   # int32 in {-1, 0, 1}
+    gamma_sign: np.ndarray   # int32 in {-1, 0, 1} (0-d when uniform, as every per-channel array here)
     gamma_scale: Dyadic      # |gamma_c| sqrt(C) 2**(EXTRA-NORMALISED) / S_out, per channel
     beta_bias: np.ndarray    # int32, beta_c / S_out * 2**EXTRA_BITS, |.| <= 2**29
 
@@ -64,12 +64,12 @@ def layernorm_params(input_scale: float, gamma: np.ndarray, beta: np.ndarray, ou
         raise ValueError(f"LayerNorm gamma/beta must both have C in [1, {MAX_CHANNELS}] elements")
     ratio = np.abs(gamma) * math.sqrt(channels) * 2.0 ** (EXTRA_BITS - NORMALISED_BITS) / output_scale
     negligible = ratio < 2.0**-31  # contributes < 2**-11 output LSB even at |h| = 2**20 * sqrt(C)
-    gamma_sign = np.where(negligible, 0, np.sign(gamma)).astype(np.int32)
+    gamma_sign = uniform_as_scalar(np.where(negligible, 0, np.sign(gamma)).astype(np.int32))
     bias = np.round(beta / output_scale * 2.0**EXTRA_BITS)
     if np.any(np.abs(bias) > BIAS_LIMIT):
         raise ValueError("LayerNorm |beta| / output_scale exceeds 2**21: output_scale is mis-calibrated")
     return LayerNormParams(channels, gamma_sign, Dyadic.from_ratio(np.where(negligible, 1.0, ratio)),
-                           bias.astype(np.int32))
+                           uniform_as_scalar(bias.astype(np.int32)))
 
 
 def layernorm_bounds(params: LayerNormParams) -> dict[str, tuple[int, int, str]]:
