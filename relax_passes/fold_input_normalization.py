@@ -8,7 +8,7 @@ Rewrites (float to float, exact up to float rounding)::
     y = conv2d(x, W * a) + conv2d(b, W)              # x * a + b is the chain as one affine map
 
 so that ``main`` takes the raw image. ``a`` scales the input channels of ``W``; the constant term
-becomes a per-output-channel bias (only valid without padding, which is checked). The result is
+becomes a per-output-channel bias (only valid without padding unless ``b == 0``, which is checked). The result is
 what the integer rewrite quantizes: the raw uint8 image is then the integer module's input.
 """
 import numpy as np
@@ -97,7 +97,7 @@ class _Folder(PyExprMutator):
 
     def _fold(self, call, a, b):
         attrs = call.attrs
-        if any(int(p) for p in attrs.padding) or int(attrs.groups) != 1 or attrs.data_layout != "NCHW" \
+        if (any(int(p) for p in attrs.padding) and np.any(b)) or int(attrs.groups) != 1 or attrs.data_layout != "NCHW" \
                 or attrs.kernel_layout != "OIHW":
             return super().visit_call_(call)
         weight = call.args[1].value.numpy()

@@ -88,24 +88,28 @@ class Conv2d(IntOp):
     dyadic: Dyadic = None  # per channel, shaped (1, O, 1, 1)
     strides: tuple = (1, 1)
     bias_shift: int = 0
+    groups: int = 1  # input and output channels split into this many groups (= channels: depthwise)
 
     def accumulate(self, x):
-        out_c, _, kh, kw = self.weight.shape
+        out_c, group_c, kh, kw = self.weight.shape
         sh, sw = self.strides
         n, _, h, w = x.shape
         oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-        acc = np.zeros((n, out_c, oh, ow), dtype=np.int64)
+        grouped = self.weight.reshape(self.groups, out_c // self.groups, group_c, kh, kw).astype(np.int64)
+        acc = np.zeros((n, self.groups, out_c // self.groups, oh, ow), dtype=np.int64)
         for i in range(kh):
             for j in range(kw):
                 window = x[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw].astype(np.int64)
-                acc += np.einsum("nchw,oc->nohw", window, self.weight[:, :, i, j].astype(np.int64))
-        return acc + accumulator_bias(self).reshape(1, -1, 1, 1)
+                window = window.reshape(n, self.groups, group_c, oh, ow)
+                acc += np.einsum("ngchw,goc->ngohw", window, grouped[:, :, :, i, j])
+        return acc.reshape(n, out_c, oh, ow) + accumulator_bias(self).reshape(1, -1, 1, 1)
 
     def reference(self, x):
         return requantize_reference(self.accumulate(x), self.dyadic, self.qtype.dtype)
 
     def emit(self, bb, x):
-        conv = bb.emit(relax.op.nn.conv2d(x, relax.const(self.weight), strides=self.strides, out_dtype="int32"))
+        conv = bb.emit(relax.op.nn.conv2d(x, relax.const(self.weight), strides=self.strides, groups=self.groups,
+                                          out_dtype="int32"))
         acc = bb.emit(relax.op.add(conv, emit_accumulator_bias(self, (1, -1, 1, 1))))
         return emit_requantize(bb, acc, self.dyadic, self.qtype.dtype)
 

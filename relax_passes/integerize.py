@@ -29,6 +29,7 @@ from tvm import relax
 
 from common.errors import UserError
 
+from . import cnn_ops, lookup_table
 from . import integer_program as ip
 from . import nonlinear
 from .calibrate import Calibration
@@ -111,6 +112,15 @@ def narrow_bias(bias: np.ndarray, dyadic: Dyadic) -> dict:
     return {"bias": uniform_as_scalar(stored.astype(BIAS_DTYPE)), "bias_shift": shift}
 
 
+def weight_error_shift(weight, q, scale, x, groups: int = 1) -> np.ndarray:
+    """Per output channel, the mean shift ``sum((q * scale - weight) * E[x])`` that quantizing an OIHW ``weight``
+    adds to a convolution of ``x`` (NCHW float calibration values): subtracted from the bias ("bias
+    correction", Nagel et al. 2019), it removes the systematic part of the weight rounding error."""
+    error = (q * scale.reshape(-1, 1, 1, 1) - weight.astype(np.float64)).sum(axis=(2, 3))  # (O, C/groups)
+    mean = x.astype(np.float64).mean(axis=(0, 2, 3)).reshape(groups, 1, -1)  # (groups, 1, C/groups)
+    return (error.reshape(groups, -1, error.shape[1]) * mean).sum(axis=2).reshape(-1)
+
+
 def narrow_indices(indices: np.ndarray) -> np.ndarray:
     """Compile-time gather indices in the narrowest of int8/int16/int32 that holds them (they are stored)."""
     indices = np.asarray(indices)
@@ -127,12 +137,14 @@ class Integerizer:
     """Builds an :class:`integer_program.Program` from a float ``main`` and its calibration."""
 
     def __init__(self, func: relax.Function, calibration: Calibration, *, observer="minmax", gelu="lambda_shift",
-                 softmax_dtype="int16", headroom=True):
+                 softmax_dtype="int16", headroom=True, activations="int8", bias_correction=False):
         self.calibration = calibration
         self.observer = observer
         self.headroom = RANGE_HEADROOM if headroom else {}
         self.gelu = gelu
         self.softmax_dtype = softmax_dtype
+        self.activations = activations  # dtype of activations outside the residual stream: int8 | int16
+        self.bias_correction = bias_correction
         self.bindings = [b for block in func.body.blocks for b in block.bindings]
         self.output_name = func.body.body.name if isinstance(func.body.body, relax.Var) else None
         self.users: dict[str, list] = {}
@@ -183,7 +195,12 @@ class Integerizer:
                 return "int16"
             if op in SHAPE_OPS + ("relax.add", "relax.multiply") and self.wanted_dtype(user.var.name) == "int16":
                 return "int16"
-        return "int8"
+        return self.activations
+
+    def weighted_input(self, value: IntValue) -> IntValue:
+        """The input of a convolution (int8 x int8 weights, or int16 x int8 with ``activations="int16"``)."""
+        keep = ("int8", "int16") if self.activations == "int16" else ("int8",)
+        return value if value.qtype.dtype in keep else self.as_dtype(value, self.activations)
 
     def as_dtype(self, value: IntValue, dtype: str) -> IntValue:
         """``value`` requantized to ``dtype`` (at its calibrated scale), unless it already is."""
@@ -208,7 +225,7 @@ class Integerizer:
                 return var, bias
             lhs, rhs = users[0].value.args
             const = self.const_of(rhs if lhs.same_as(var) else lhs)
-            if const is None or const.size != channels or const.shape[channel_axis] != channels:
+            if const is None or const.size != channels or const.ndim == 0 or const.shape[channel_axis] != channels:
                 return var, bias
             bias = bias + const.reshape(-1)
             self.fused.add(users[0].var.name)
@@ -229,9 +246,8 @@ class Integerizer:
         out = self.values.get(self.output_name)
         if not isinstance(out, IntValue):
             raise UserError("the model output is not computed from the image; nothing to integerize")
-        if self.program.output == "":
-            out = self._classes(out)
-            self.program.output = out.name
+        if self.program.output == "":  # logits -> class map; a uint8 value (probability map) is kept
+            self.program.output = (out if out.qtype.dtype == "uint8" else self._classes(out)).name
         return self.program
 
     def visit(self, var, call):
@@ -242,17 +258,21 @@ class Integerizer:
             return self._shape_op(var, call, x, const=True) if x is not None \
                 else self._shape_op(var, call, self.values[args[0].name])
         ints = [self.values.get(a.name) for a in self._var_args(call)]
+        if name == "relax.add" and self._hard_swish(var, call):
+            return None
         handler = {
             "relax.nn.conv2d": self._conv2d, "relax.matmul": self._matmul, "relax.add": self._add_op,
             "relax.multiply": self._multiply, "relax.concat": self._concat, "relax.image.resize2d": self._resize,
             "relax.nn.layer_norm": self._nonlinear, "relax.nn.softmax": self._nonlinear,
             "relax.nn.gelu": self._nonlinear, "relax.nn.gelu_tanh": self._nonlinear,
+            "relax.nn.conv2d_transpose": self._conv2d_transpose, "relax.nn.relu": self._relu,
+            "relax.sigmoid": self._sigmoid, "relax.nn.avg_pool2d": self._avg_pool2d,
         }.get(name)
         if handler is None or not any(isinstance(v, IntValue) for v in ints):
             raise UserError(f"{var.name}: operator {name} is not supported by the integer rewrite "
-                            f"(supported: conv2d, matmul, add, multiply by a scalar, layer_norm, softmax, gelu, "
-                            f"concat, nearest resize2d and shape ops)")
-        weighted = name == "relax.nn.conv2d" or (name == "relax.matmul" and self.const_of(args[1]) is not None)
+                            f"(supported: conv2d, conv2d_transpose, matmul, add, multiply, layer_norm, softmax, gelu, "
+                            f"relu, hard-swish, sigmoid, global avg_pool2d, concat, nearest/linear resize2d, shape ops)")
+        weighted = name in ("relax.nn.conv2d", "relax.nn.conv2d_transpose") or (name == "relax.matmul" and self.const_of(args[1]) is not None)
         if not weighted and any(isinstance(v, IntValue) and v.zero_point for v in ints):
             raise UserError(f"{var.name}: {name} reads the raw image; the image must first go through a conv2d "
                             "or a matmul with constant weights")
@@ -261,23 +281,120 @@ class Integerizer:
     def _conv2d(self, var, call):
         x, weight = self.values[call.args[0].name], self.const_of(call.args[1])
         attrs = call.attrs
-        if weight is None or any(int(p) for p in attrs.padding) or int(attrs.groups) != 1 \
-                or any(int(d) != 1 for d in attrs.dilation) or attrs.data_layout != "NCHW":
-            raise UserError(f"{var.name}: only NCHW conv2d with a constant weight, no padding, groups=1 and "
-                            "dilation 1 is supported")
-        x = self.as_dtype(x, "int8")
+        if weight is None or any(int(d) != 1 for d in attrs.dilation) or attrs.data_layout != "NCHW" \
+                or attrs.kernel_layout != "OIHW":
+            raise UserError(f"{var.name}: only NCHW/OIHW conv2d with a constant weight and dilation 1 is supported")
+        x = self.weighted_input(x)
+        padding = tuple(int(p) for p in attrs.padding)
+        if any(padding):  # the border holds the input's real zero
+            shape = list(x.qtype.shape)
+            shape[2:] = shape[2] + padding[0] + padding[2], shape[3] + padding[1] + padding[3]
+            x = self._add(cnn_ops.Pad, (x,), x.qtype.dtype, shape, x.qtype.scale, source=x.source,
+                          zero_point=x.zero_point, pad=padding, value=-x.zero_point)
         q, w_scale = quantize_weight(weight, 0)
         last, bias = self._fuse_bias(var, 1, weight.shape[0])
+        if self.bias_correction and x.source in self.calibration.values:
+            bias = bias - weight_error_shift(weight, q, w_scale, self.calibration.values[x.source], int(attrs.groups))
         acc_scale = x.qtype.scale * w_scale
         bias_q = quantize_bias(bias, acc_scale).astype(np.int64) + x.zero_point * q.astype(np.int64).sum((1, 2, 3))
-        dtype = self.wanted_dtype(last.name)
-        out_scale = self.scale_of(last.name, dtype)
+        dtype, out_scale = self._output_type(last)
         dyadic = Dyadic.from_ratio((acc_scale / out_scale).reshape(1, -1, 1, 1))
         value = self._add(ip.Conv2d, (x,), dtype, var.ty.shape, out_scale, source=last.name,
                           weight=q, strides=tuple(int(s) for s in attrs.strides),
-                          dyadic=dyadic, **narrow_bias(bias_q, dyadic))
+                          dyadic=dyadic, **narrow_bias(bias_q, dyadic),
+                          **({"groups": int(attrs.groups)} if int(attrs.groups) != 1 else {}))
         self.values[last.name] = value
         return value
+
+    def _output_type(self, last):
+        """dtype and scale of a weighted op's requantized output; a sole ReLU user lends its (>= 0) range:
+        negatives saturate at the bottom of the range and the ReLU then clamps them to 0 (same result)."""
+        users = self.users.get(last.name, [])
+        if len(users) == 1 and users[0].value.op.name == "relax.nn.relu":
+            return self.activations, self.scale_of(users[0].var.name, self.activations)
+        dtype = self.wanted_dtype(last.name)
+        return dtype, self.scale_of(last.name, dtype)
+
+    def _conv2d_transpose(self, var, call):
+        x, weight = self.values[call.args[0].name], self.const_of(call.args[1])
+        attrs = call.attrs
+        if weight is None or int(attrs.groups) != 1 or any(int(d) != 1 for d in attrs.dilation) \
+                or any(int(p) for p in attrs.output_padding) or attrs.data_layout != "NCHW" \
+                or attrs.kernel_layout != "IOHW":
+            raise UserError(f"{var.name}: only NCHW/IOHW conv2d_transpose with a constant weight, groups=1, "
+                            "dilation 1 and no output padding is supported")
+        x = self.weighted_input(x)
+        q, w_scale = quantize_weight(weight, 1)
+        last, bias = self._fuse_bias(var, 1, weight.shape[1])
+        acc_scale = x.qtype.scale * w_scale
+        dtype, out_scale = self._output_type(last)
+        value = self._add(cnn_ops.Conv2dTranspose, (x,), dtype, var.ty.shape, out_scale, source=last.name,
+                          weight=q, bias=quantize_bias(bias, acc_scale), strides=tuple(int(s) for s in attrs.strides),
+                          padding=tuple(int(p) for p in attrs.padding),
+                          dyadic=Dyadic.from_ratio((acc_scale / out_scale).reshape(1, -1, 1, 1)))
+        self.values[last.name] = value
+        return value
+
+    def _relu(self, var, call):
+        x = self.values[call.args[0].name]
+        return self._add(cnn_ops.Relu, (x,), x.qtype.dtype, x.qtype.shape, x.qtype.scale, source=var.name)
+
+    def _sigmoid(self, var, call):
+        """uint8 ``round(255 * sigmoid)`` by table (the gate of a squeeze-excite block, or the output map) of the
+        input requantized to int8 over at most ``[-SIGMOID_CLIP, SIGMOID_CLIP]`` (beyond it the table saturates)."""
+        x = self.values[call.args[0].name]
+        scale = min(self.scale_of(x.source, "int8"), lookup_table.SIGMOID_CLIP / qmax("int8"))
+        if x.qtype.dtype != "int8" or float(x.qtype.scale) != scale:
+            x = self._add(ip.Requantize, (x,), "int8", x.qtype.shape, scale, source=x.source,
+                          dyadic=Dyadic.from_ratio(x.qtype.scale / scale))
+        table = lookup_table.tabulate(lookup_table.sigmoid, scale, lookup_table.SIGMOID_SCALE, "uint8")
+        return self._add(lookup_table.Lookup, (x,), "uint8", x.qtype.shape, lookup_table.SIGMOID_SCALE,
+                         source=var.name, table=table)
+
+    def _sole_user(self, var, op: str, check=lambda call: True):
+        users = self.users.get(var.name, [])
+        ok = len(users) == 1 and users[0].value.op.name == op and check(users[0].value)
+        return users[0] if ok else None
+
+    def _scalar_is(self, expr, value: float) -> bool:
+        const = self.const_of(expr)
+        return const is not None and const.size == 1 and float(const.reshape(-1)[0]) == value
+
+    def _hard_swish(self, var, call) -> bool:
+        """``x * clip(x + 3, 0, 6) / 6`` (four float ops) -> one :class:`cnn_ops.HardSwish`; False if ``call`` is
+        not its start."""
+        x_arg, three = call.args if self._scalar_is(call.args[1], 3.0) else call.args[::-1]
+        if not (self._scalar_is(three, 3.0) and isinstance(x_arg, relax.Var)
+                and isinstance(self.values.get(x_arg.name), IntValue)):
+            return False
+        clip = self._sole_user(var, "relax.clip", lambda c: [float(a.value) for a in c.args[1:]] == [0.0, 6.0])
+        product = None if clip is None else self._sole_user(clip.var, "relax.multiply",
+                                                            lambda c: any(a.same_as(x_arg) for a in c.args))
+        scaled = None if product is None else self._sole_user(product.var, "relax.divide",
+                                                              lambda c: self._scalar_is(c.args[1], 6.0))
+        if scaled is None:
+            return False
+        self.fused.update(b.var.name for b in (clip, product, scaled))
+        x = self.values[x_arg.name]
+        scale = float(x.qtype.scale)
+        dtype = self.wanted_dtype(scaled.var.name)
+        out_scale = self.scale_of(scaled.var.name, dtype)
+        self.values[scaled.var.name] = self._add(
+            cnn_ops.HardSwish, (x,), dtype, x.qtype.shape, out_scale, source=scaled.var.name,
+            three=int(round(3 / scale)), six=int(round(6 / scale)), dyadic=Dyadic.from_ratio(scale * scale / (6 * out_scale)))
+        return True
+
+    def _avg_pool2d(self, var, call):
+        attrs = call.attrs
+        x = self.values[call.args[0].name]
+        height, width = x.qtype.shape[2:]
+        if attrs.layout != "NCHW" or [int(p) for p in attrs.pool_size] != [height, width] \
+                or any(int(p) for p in attrs.padding):
+            raise UserError(f"{var.name}: only global (pool = H x W, no padding) NCHW avg_pool2d is supported")
+        dtype = self.wanted_dtype(var.name)
+        out_scale = self.scale_of(var.name, dtype)
+        return self._add(cnn_ops.GlobalAvgPool, (x,), dtype, var.ty.shape, out_scale, source=var.name,
+                         pixels=height * width, dyadic=Dyadic.from_ratio(x.qtype.scale / (height * width * out_scale)))
 
     def _matmul(self, var, call):
         a, b = call.args
@@ -304,6 +421,12 @@ class Integerizer:
 
     def _multiply(self, var, call):
         a, b = call.args
+        if all(isinstance(self.values.get(getattr(v, "name", "")), IntValue) for v in (a, b)):
+            a, b = (self.values[v.name] for v in (a, b))
+            dtype = self.wanted_dtype(var.name)
+            out_scale = self.scale_of(var.name, dtype)
+            return self._add(cnn_ops.Multiply, (a, b), dtype, var.ty.shape, out_scale, source=var.name,
+                             dyadic=Dyadic.from_ratio(a.qtype.scale * b.qtype.scale / out_scale))
         x, c = (self.values.get(a.name), self.const_of(b)) if isinstance(a, relax.Var) else (None, None)
         if not isinstance(x, IntValue):
             x, c = self.values.get(getattr(b, "name", "")), self.const_of(a)
@@ -389,9 +512,10 @@ class Integerizer:
 
     def _resize(self, var, call):
         attrs = call.attrs
+        if attrs.method == "linear" and attrs.layout == "NCHW":
+            return self._bilinear(var, call)
         if attrs.method != "nearest_neighbor" or attrs.layout not in ("NCHW", "NHWC"):
-            raise UserError(f"{var.name}: only nearest-neighbour NCHW/NHWC resize2d is supported "
-                            "(I-Segmenter uses nearest)")
+            raise UserError(f"{var.name}: only nearest-neighbour NCHW/NHWC or linear NCHW resize2d is supported")
         x = self.values[call.args[0].name]
         channel_axis, spatial = (1, (2, 3)) if attrs.layout == "NCHW" else (3, (1, 2))
         out_shape = [int(d) for d in var.ty.shape]
@@ -409,6 +533,17 @@ class Integerizer:
         if is_output:
             self.program.output = x.name
         return x
+
+    def _bilinear(self, var, call):
+        x = self.weighted_input(self.values[call.args[0].name])
+        mode = call.attrs.coordinate_transformation_mode
+        out_shape = tuple(int(d) for d in var.ty.shape)
+        taps = [cnn_ops.linear_taps(x.qtype.shape[a], out_shape[a], mode) for a in (2, 3)]
+        dtype = self.wanted_dtype(var.name)
+        out_scale = self.scale_of(var.name, dtype)
+        ratio = x.qtype.scale / (2.0 ** (2 * cnn_ops.RESIZE_FRAC_BITS) * out_scale)
+        return self._add(cnn_ops.BilinearResize, (x,), dtype, out_shape, out_scale, source=var.name,
+                         taps_h=taps[0], taps_w=taps[1], dyadic=Dyadic.from_ratio(ratio))
 
     def _classes(self, logits: IntValue, axis: int = 1) -> IntValue:
         shape = logits.qtype.shape[:axis] + logits.qtype.shape[axis + 1:]
