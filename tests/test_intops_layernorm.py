@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from relax_passes.intops.layernorm import (MAX_CHANNELS, START_BITS, emit_layernorm, layernorm_bounds,
+from relax_passes.intops.layernorm import (MAX_CHANNELS, MAX_EXPONENT, emit_layernorm, layernorm_bounds,
                                            layernorm_params, layernorm_reference)
 from relax_passes.intops.single_op import compile_single_op
 from relax_passes.requantize import DTYPE_RANGE
@@ -88,12 +88,13 @@ def test_accuracy_vs_float(params, spread):
     output_scale = 4.0 / 127
     expected = np.clip(float_layernorm(q, gamma, beta) / output_scale, -128, 127)
     got = layernorm_reference(q, params).astype(np.float64)
-    # From the scales: the mean keeps 8 fraction bits (d off by <= 2**-9 LSB), isqrt floors
-    # 2**8 sqrt(sum d**2) by < 1, normalised values are rounded to 2**-20; final rounding: 1/2 + 2**-8.
+    # From the scales: the mean keeps 8 fraction bits (d off by <= 0.51 * 2**-8 LSB, which also raises
+    # sum d**2 by <= C/4 2**-16), 1/sqrt is off by < 2**-13 relative (15-bit isqrt floor 2**-14, 16-bit
+    # reciprocal floor 2**-15), normalised values are rounded to 2**-20; final rounding: 1/2 + 2**-8.
     centred = q - q.astype(np.float64).mean(axis=-1, keepdims=True)
     root = 2**8 * np.sqrt((centred**2).sum(axis=-1, keepdims=True))
     normalised = np.abs(expected - beta / output_scale) / np.maximum(np.abs(gamma) / output_scale, 1e-12)
-    drift = np.abs(gamma) / output_scale * (normalised / (root - 1) + 0.5 * math.sqrt(C) / (root - 1)
+    drift = np.abs(gamma) / output_scale * (normalised * (2.0**-13 + C / root**2) + 0.51 * math.sqrt(C) / root
                                             + math.sqrt(C) * 2.0**-19)
     assert np.all(np.abs(got - expected) <= 0.5 + 2.0**-7 + drift + 1e-6)
     assert np.mean(np.abs(got - expected)) < 0.26  # ~ uniform rounding error 1/4
@@ -107,7 +108,7 @@ def test_bounds_fit_their_dtypes(channels):
     for name, (low, high, dtype) in bounds.items():
         assert DTYPE_RANGE.get(dtype, (-(2**63), 2**63 - 1))[0] <= low <= high <= DTYPE_RANGE.get(
             dtype, (-(2**63), 2**63 - 1))[1], name
-    assert bounds["variance_sum"][1] < 4**START_BITS  # the Newton sqrt's exact range
+    assert bounds["variance_sum"][1] < 4 ** (MAX_EXPONENT + 1)  # the base-4 exponent search's range
 
 
 @settings(max_examples=20, deadline=None)
@@ -119,6 +120,18 @@ def test_intermediates_stay_within_bounds(q, seed):
     layernorm_reference(q, params, trace)
     for name, (low, high, _) in layernorm_bounds(params).items():
         assert low <= trace[name].min() and trace[name].max() <= high, name
+    # The docstring's claim that lets t >= -7 and the 2**28 floor of w act only on v = 0:
+    assert np.all((trace["variance_sum"] == 0) | (trace["variance_sum"] >= 2**14))
+
+
+@pytest.mark.parametrize("channels", [3, 96, 768, MAX_CHANNELS])
+@pytest.mark.parametrize("fill", [-(2**15), 2**15 - 1, -1, 12345])
+def test_dyadic_mean_is_exact_on_constant_rows(channels, fill):
+    gamma, beta = affine(channels)
+    params = layernorm_params(INPUT_SCALE, gamma, beta, output_scale=0.05)
+    trace = {}
+    layernorm_reference(np.full((1, channels), fill, dtype=np.int16), params, trace)
+    assert not trace["centred"].any() and not trace["normalised"].any()
 
 
 def test_rejects_inconsistent_affine_parameters():

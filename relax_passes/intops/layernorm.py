@@ -1,24 +1,35 @@
 """I-LayerNorm: integer LayerNorm over the last axis, int16 residual stream -> int8.
 
 Input ``x`` int16 ``[..., C]`` with per-tensor scale ``input_scale``; float ``gamma``/``beta`` are
-folded at compile time; output int8 with the calibrated ``output_scale``.
+folded at compile time; output int8 with the calibrated ``output_scale``. Per row: one 32-bit
+division and four 32-bit Newton steps, no 64-bit division; per element: one 64-bit multiply.
 
     s    = sum(x)                                   |s| <= C * 2**15                int32
-    mean = (s * 2**9 + C) // (2*C)                  mean * 2**8, round half up      int64
+    mean = requantize(s, 2**8 / C)                  mean * 2**8, round half up      int32
     d    = (x << 8) - mean                          |d| < 2**24                     int32
     v    = sum(d * d)                               <= C * 2**48 < 4**31            int64
-    r    = max(isqrt(v), 1)                         Newton from 2**31               int64
-    inv  = 2**54 // r                               one division per row            int64
-    h    = (d * inv + 2**33) >> 34                  = d / r * 2**20, |h| <= 2**20    int64 -> int32
+    t    = max(floor(log4 v) - 14, -7)              base-4 exponent, binary search   int64
+    w    = max((v >> 2t) << -2t, 2**28)             in [2**28, 2**30) (one shift is 0)   int32
+    r    = isqrt(w)                                 4 Newton steps from 2**15        [2**14, 2**15)
+    inv  = 2**30 // r                               one division per row            (2**15, 2**16]
+    m    = inv << (16 - t)                          per-row multiplier              <= 2**39   int64
+    h    = (d * m + 2**25) >> 26                    = d / sqrt(v) * 2**20           int64 -> int32
     g    = clip(requantize(sign_c * h, |gamma_c| sqrt(C) 2**(8-20) / S_out), +-2**30)    int32
     out  = requantize(g + B_c, 2**-8) -> int8,      B_c = round(beta_c / S_out * 2**8)
 
-The mean keeps 8 fraction bits, so ``d`` is exact to 2**-9 input LSB and ``r`` resolves the
-standard deviation to 2**-8 input LSB even for nearly constant rows. ``d**2 <= v`` gives
-``|d| <= r``, hence ``|d * inv| <= 2**54``. ``h / 2**20 = (x - mean) / sqrt(C var)``, so
-``h * sqrt(C) / 2**20`` is the normalised value; gamma (its sign as an integer factor, its
-magnitude in the per-channel dyadic multiplier) and beta (added with 8 extra fraction bits, then
-one rounding shift) give the output. A zero-variance row gives ``d = 0`` and therefore ``beta``.
+The mean keeps 8 fraction bits, so ``d`` is exact to 2**-9 input LSB and the standard deviation
+is resolved even for nearly constant rows. The dyadic ``2**8 / C`` is within 2**-31 relative, so the
+mean is off by < 2**-8 of its LSB before rounding: a constant row gets ``d = 0`` exactly, and a
+non-constant row has two ``d`` 256 apart, so ``v = 0`` or ``v >= 2**14`` (``t >= -7`` and the
+``2**28`` floor only ever act on ``v = 0``). ``sqrt(v) ~ r * 2**t`` to 2**-14 relative (``r`` has
+15 bits), ``inv`` to 2**-15. ``h`` equals ``(d * inv + 2**(9+t)) >> (10 + t)`` exactly (numerator and
+denominator scaled by ``2**(16-t)``), with one multiplier per row and one constant shift (the row
+values are a kernel of their own, see ``emit_row_boundary``). Bounds: ``d**2 <= v < (r + 1)**2 4**t``
+gives ``|d| < (r + 1) 2**t``, so ``|d * m| < 2**46 (1 + 2**-14)`` for every ``t``, and ``|h| <= 2**20 + 2**6``.
+``h / 2**20 = (x - mean) / sqrt(C var)``, so ``h * sqrt(C) / 2**20`` is the normalised value; gamma
+(its sign as an integer factor, its magnitude in the per-channel dyadic multiplier) and beta
+(added with 8 extra fraction bits, then one rounding shift) give the output. A zero-variance row
+gives ``d = 0`` and therefore ``beta``.
 """
 import math
 from dataclasses import dataclass
@@ -26,18 +37,23 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import relax
 
-from relax_passes.intops.shift_math import emit_isqrt, isqrt_reference
+from relax_passes.intops.shift_math import (base4_exponent_reference, emit_base4_exponent, emit_isqrt,
+                                            emit_row_boundary, isqrt_reference)
 from relax_passes.requantize import Dyadic, emit_requantize, requantize_reference, uniform_as_scalar
 
 MEAN_FRAC_BITS = 8
-START_BITS = 31          # 2**31 >= sqrt(C * 2**48) for C <= 2**14
-RECIPROCAL_BITS = 54
-NORMALISED_BITS = 20     # h = d / r * 2**NORMALISED_BITS
+MAX_EXPONENT = 30        # floor(log4 v) for v <= C * 2**48 < 4**31
+SQRT_BITS = 15           # w in [4**(SQRT_BITS-1), 4**SQRT_BITS): r = isqrt(w) has SQRT_BITS bits
+LOWEST_EXPONENT = -7     # v = 0 or v >= 2**14 = 4**(SQRT_BITS - 1 + LOWEST_EXPONENT)
+RECIPROCAL_BITS = 30
+NORMALISED_BITS = 20     # h = d / sqrt(v) * 2**NORMALISED_BITS
 EXTRA_BITS = 8           # fraction bits of the output kept until beta is added
 GAMMA_CLIP = 2**30
 MAX_CHANNELS = 2**14
 BIAS_LIMIT = 2**29
-_NORMALISE_SHIFT = RECIPROCAL_BITS - NORMALISED_BITS
+_NORMALISE_SHIFT = RECIPROCAL_BITS - NORMALISED_BITS            # + t
+_MULTIPLIER_SHIFT = _NORMALISE_SHIFT + MAX_EXPONENT - (SQRT_BITS - 1)  # the largest t: one shift for all rows
+_W_LOW = 1 << (2 * SQRT_BITS - 2)
 _CENTRED_MAX = (2**16 - 1) << MEAN_FRAC_BITS
 
 
@@ -73,42 +89,57 @@ def layernorm_params(input_scale: float, gamma: np.ndarray, beta: np.ndarray, ou
 
 
 def layernorm_bounds(params: LayerNormParams) -> dict[str, tuple[int, int, str]]:
-    """``{intermediate: (lowest, highest, dtype)}`` over every int16 input.
-
-    ``d**2 <= v`` gives ``|d| <= isqrt(v) = r``, hence ``|d * inv| <= 2**54``.
-    """
+    """``{intermediate: (lowest, highest, dtype)}`` over every int16 input (derivation: module docstring)."""
     c = params.channels
     centred = _CENTRED_MAX
-    product = 2**RECIPROCAL_BITS + 2 ** (_NORMALISE_SHIFT - 1)
-    normalised = product >> _NORMALISE_SHIFT
+    variance = c * centred**2
+    top = int(_exponent(base4_exponent_reference(variance, MAX_EXPONENT)))
+    product = (1 << (_MULTIPLIER_SHIFT + NORMALISED_BITS)) + (1 << (_MULTIPLIER_SHIFT + NORMALISED_BITS - SQRT_BITS + 1)) \
+        + (1 << (_MULTIPLIER_SHIFT - 1))
+    normalised = product >> _MULTIPLIER_SHIFT
     gamma = normalised * int(params.gamma_scale.multiplier.max()) + 2 ** (int(params.gamma_scale.shift.max()) - 1)
     return {
         "row_sum": (-c * 2**15, c * (2**15 - 1), "int32"),
         "centred": (-centred, centred, "int32"),
-        "variance_sum": (0, c * centred**2, "int64"),
-        "centred_times_reciprocal": (-product, product, "int64"),
+        "variance_sum": (0, variance, "int64"),
+        "exponent": (LOWEST_EXPONENT, top, "int64"),
+        "normalised_variance": (_W_LOW, 4 * _W_LOW - 1, "int32"),
+        "root": (1 << (SQRT_BITS - 1), (1 << SQRT_BITS) - 1, "int32"),
+        "reciprocal": ((1 << RECIPROCAL_BITS) >> SQRT_BITS, (1 << RECIPROCAL_BITS) >> (SQRT_BITS - 1), "int32"),
+        "row_multiplier": ((1 << RECIPROCAL_BITS) >> SQRT_BITS << (_MULTIPLIER_SHIFT - _NORMALISE_SHIFT - top),
+                           (1 << RECIPROCAL_BITS) >> (SQRT_BITS - 1) << (_MULTIPLIER_SHIFT - _NORMALISE_SHIFT - LOWEST_EXPONENT),
+                           "int64"),
+        "centred_times_multiplier": (-product, product, "int64"),
         "normalised": (-normalised, normalised, "int32"),
         "gamma_product": (-gamma, gamma, "int64"),
         "gamma_plus_beta": (-GAMMA_CLIP - BIAS_LIMIT, GAMMA_CLIP + BIAS_LIMIT, "int32"),
     }
 
 
+def _exponent(base4_exponent):
+    """t: the shift that brings v into [4**(SQRT_BITS-1), 4**SQRT_BITS)."""
+    return np.maximum(base4_exponent - (SQRT_BITS - 1), LOWEST_EXPONENT)
+
+
 def layernorm_reference(q: np.ndarray, params: LayerNormParams, trace: dict | None = None) -> np.ndarray:
     """numpy integer LayerNorm over the last axis: int16 -> int8."""
     x = q.astype(np.int64)
-    c = params.channels
     total = x.sum(axis=-1, keepdims=True)
-    mean = ((total << (MEAN_FRAC_BITS + 1)) + c) // (2 * c)
+    mean = requantize_reference(total, _mean_scale(params.channels), "int32").astype(np.int64)
     d = (x << MEAN_FRAC_BITS) - mean
     variance_sum = (d * d).sum(axis=-1, keepdims=True)
-    root = np.maximum(isqrt_reference(variance_sum, START_BITS), 1)
+    exponent = _exponent(base4_exponent_reference(variance_sum, MAX_EXPONENT))
+    w = np.maximum((variance_sum >> (2 * np.maximum(exponent, 0))) << (2 * np.maximum(-exponent, 0)), _W_LOW)
+    root = isqrt_reference(w, SQRT_BITS, _W_LOW)
     reciprocal = (1 << RECIPROCAL_BITS) // root
-    product = d * reciprocal + (1 << (_NORMALISE_SHIFT - 1))
-    normalised = product >> _NORMALISE_SHIFT
+    row_multiplier = reciprocal << (_MULTIPLIER_SHIFT - _NORMALISE_SHIFT - exponent)
+    product = d * row_multiplier + (1 << (_MULTIPLIER_SHIFT - 1))
+    normalised = product >> _MULTIPLIER_SHIFT
     scaled = requantize_reference(normalised * params.gamma_sign, params.gamma_scale, "int32").astype(np.int64)
     shifted = np.clip(scaled, -GAMMA_CLIP, GAMMA_CLIP) + params.beta_bias
     if trace is not None:
-        trace.update(row_sum=total, centred=d, variance_sum=variance_sum, centred_times_reciprocal=product,
+        trace.update(row_sum=total, centred=d, variance_sum=variance_sum, exponent=exponent, normalised_variance=w,
+                     root=root, reciprocal=reciprocal, row_multiplier=row_multiplier, centred_times_multiplier=product,
                      normalised=normalised, gamma_plus_beta=shifted,
                      gamma_product=normalised * params.gamma_sign * params.gamma_scale.multiplier
                      + (np.int64(1) << (params.gamma_scale.shift - 1)))
@@ -117,24 +148,33 @@ def layernorm_reference(q: np.ndarray, params: LayerNormParams, trace: dict | No
 
 def emit_layernorm(bb: relax.BlockBuilder, x: relax.Expr, params: LayerNormParams) -> relax.Var:
     """Relax ops of ``layernorm_reference`` (int16 in, int8 out)."""
-    c = params.channels
     x32 = bb.emit(relax.op.astype(x, "int32"))
     total = bb.emit(relax.op.sum(x32, axis=-1, keepdims=True))
-    wide_total = relax.op.multiply(relax.op.astype(total, "int64"), _c(1 << (MEAN_FRAC_BITS + 1), "int64"))
-    mean = bb.emit(relax.op.astype(relax.op.floor_divide(relax.op.add(wide_total, _c(c, "int64")), _c(2 * c, "int64")),
-                                   "int32"))
+    mean = emit_row_boundary(bb, emit_requantize(bb, total, _mean_scale(params.channels), "int32"))
     centred = bb.emit(relax.op.subtract(relax.op.multiply(x32, _c(1 << MEAN_FRAC_BITS, "int32")), mean))
     d = bb.emit(relax.op.astype(centred, "int64"))
     variance_sum = bb.emit(relax.op.sum(relax.op.multiply(d, d), axis=-1, keepdims=True))
-    root = bb.emit(relax.op.maximum(emit_isqrt(bb, variance_sum, START_BITS), _c(1, "int64")))
-    reciprocal = bb.emit(relax.op.floor_divide(_c(1 << RECIPROCAL_BITS, "int64"), root))
-    product = bb.emit(relax.op.add(relax.op.multiply(d, reciprocal), _c(1 << (_NORMALISE_SHIFT - 1), "int64")))
-    normalised = bb.emit(relax.op.astype(relax.op.right_shift(product, _c(_NORMALISE_SHIFT, "int64")), "int32"))
+    exponent = bb.emit(relax.op.maximum(relax.op.subtract(emit_base4_exponent(bb, variance_sum, MAX_EXPONENT),
+                                                          _c(SQRT_BITS - 1, "int64")), _c(LOWEST_EXPONENT, "int64")))
+    down = relax.op.multiply(relax.op.maximum(exponent, _c(0, "int64")), _c(2, "int64"))
+    up = relax.op.multiply(relax.op.maximum(relax.op.negative(exponent), _c(0, "int64")), _c(2, "int64"))
+    w = bb.emit(relax.op.astype(relax.op.maximum(relax.op.left_shift(relax.op.right_shift(variance_sum, down), up),
+                                                 _c(_W_LOW, "int64")), "int32"))
+    root = emit_isqrt(bb, w, SQRT_BITS, _W_LOW)
+    reciprocal = relax.op.astype(relax.op.floor_divide(_c(1 << RECIPROCAL_BITS, "int32"), root), "int64")
+    row_multiplier = emit_row_boundary(bb, relax.op.left_shift(
+        reciprocal, relax.op.subtract(_c(_MULTIPLIER_SHIFT - _NORMALISE_SHIFT, "int64"), exponent)))
+    product = bb.emit(relax.op.add(relax.op.multiply(d, row_multiplier), _c(1 << (_MULTIPLIER_SHIFT - 1), "int64")))
+    normalised = bb.emit(relax.op.astype(relax.op.right_shift(product, _c(_MULTIPLIER_SHIFT, "int64")), "int32"))
     signed = bb.emit(relax.op.multiply(normalised, relax.const(params.gamma_sign, "int32")))
     scaled = emit_requantize(bb, signed, params.gamma_scale, "int32")
     shifted = bb.emit(relax.op.add(relax.op.clip(scaled, -GAMMA_CLIP, GAMMA_CLIP),
                                    relax.const(params.beta_bias, "int32")))
     return emit_requantize(bb, shifted, _EXTRA_BITS_DOWN, "int8")
+
+
+def _mean_scale(channels: int) -> Dyadic:
+    return Dyadic.from_ratio(2.0**MEAN_FRAC_BITS / channels)
 
 
 _EXTRA_BITS_DOWN = Dyadic.from_ratio(2.0**-EXTRA_BITS)
