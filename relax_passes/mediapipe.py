@@ -92,3 +92,27 @@ def mask_agreement(model: QuantizedModel, images) -> list[float]:
         got = model.reference(image[None]) >= MASK_THRESHOLD
         agreement.append(float(np.mean(got == expected)))
     return agreement
+
+
+ABLATIONS = ({}, {"bias_correction": False}, {"activations": "int8"}, {"observer": "mse"})
+
+
+def main():
+    """``python -m relax_passes.mediapipe``: mask agreement integer vs float on the photos, with ablations."""
+    import frontend
+    from frontend.tflite_import import fetch_mediapipe_selfie
+
+    imported = frontend.load(fetch_mediapipe_selfie())
+    photos = selfie_photos()
+    print(f"calibration: {PHOTOS[0]} (one photo); mask = p >= {MASK_THRESHOLD} vs float sigmoid > 0.5")
+    print("| options | " + " | ".join(PHOTOS) + " | min |")
+    print("|---|" + "---|" * (len(PHOTOS) + 1))
+    for options in ABLATIONS:
+        model = quantize_selfie(imported, photos[:1], progress=False, **options)
+        agreement = mask_agreement(model, photos)
+        name = ", ".join(f"{k}={v}" for k, v in options.items()) or "default (int16 activations, bias correction)"
+        print(f"| {name} | " + " | ".join(f"{a:.2%}" for a in agreement) + f" | {min(agreement):.2%} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
