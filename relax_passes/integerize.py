@@ -107,7 +107,7 @@ def narrow_bias(bias: np.ndarray, dyadic: Dyadic) -> dict:
     while np.any((stored := (bias + ((1 << shift) >> 1)) >> shift) < lo) or np.any(stored > hi):
         shift += 1
     error_bound = (2.0 ** (shift - 1) if shift else 0.0) * float(np.max(dyadic.ratio))
-    if error_bound > BIAS_ERROR_LIMIT or np.any(np.abs(stored << shift) >= 2**31):
+    if error_bound > BIAS_ERROR_LIMIT or np.any((stored << shift) > 2**31 - 1):  # rounded up past int32
         return {"bias": uniform_as_scalar(bias.astype(np.int32)), "bias_shift": 0}
     return {"bias": uniform_as_scalar(stored.astype(BIAS_DTYPE)), "bias_shift": shift}
 

@@ -1,0 +1,121 @@
+"""Narrow constant storage: Dyadic (int32 multiplier, int8 shifts, scalars when uniform), int16 biases with a
+shift, narrow gather indices; numpy reference == exact rounding == TVM llvm, incl. extremes; the deploy
+lowering keeps every constant at its stored type."""
+import numpy as np
+import pytest
+import tvm
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+from tvm import relax
+
+from deploy.lower import lower_to_static_program
+from relax_passes import integer_program as ip
+from relax_passes.integerize import BIAS_ERROR_LIMIT, narrow_bias, narrow_indices
+from relax_passes.intops.single_op import compile_single_op
+from relax_passes.requantize import DTYPE_RANGE, Dyadic, emit_requantize, requantize_reference
+
+INT32 = st.integers(-(2**31), 2**31 - 1)
+EXTREMES = st.sampled_from([-(2**31), 2**31 - 1, 0, -1, 1])
+CHANNEL_EXPONENTS = np.array([0, 3, 1, 7, 0, 12])
+RATIOS = 0.000731 * 2.0**-CHANNEL_EXPONENTS  # per-channel ratios that differ by powers of two
+DYADIC = Dyadic.from_ratio(RATIOS)
+
+
+def exact_requantize(x: np.ndarray, dyadic: Dyadic, dtype: str) -> np.ndarray:
+    """floor(x * m / 2**k + 1/2) in Python integers (round half up), clamped: independent of the numpy path."""
+    m = np.broadcast_to(dyadic.multiplier, x.shape[-1:])
+    k = np.broadcast_to(dyadic.shift, x.shape[-1:])
+    lo, hi = DTYPE_RANGE[dtype]
+    out = [[min(max((2 * int(v) * int(m[c]) + 2 ** int(k[c])) // 2 ** (int(k[c]) + 1), lo), hi)
+            for c, v in enumerate(row)] for row in x.reshape(-1, x.shape[-1])]
+    return np.array(out, dtype=dtype).reshape(x.shape)
+
+
+def test_channels_differing_by_powers_of_two_store_one_multiplier_and_int8_shifts():
+    assert DYADIC.multiplier.ndim == 0 and DYADIC.multiplier.dtype == np.int32
+    assert DYADIC.shift.dtype == np.int8 and DYADIC.shift.shape == RATIOS.shape
+    assert np.array_equal(DYADIC.shift - DYADIC.shift[0], CHANNEL_EXPONENTS)
+    np.testing.assert_allclose(DYADIC.ratio, RATIOS, rtol=2.0**-30)
+    uniform = Dyadic.from_ratio(np.full(5, 0.3))
+    assert uniform.multiplier.ndim == 0 and uniform.shift.ndim == 0
+    mixed = Dyadic.from_ratio(np.array([0.3, 0.5]))
+    assert mixed.multiplier.shape == (2,) and mixed.multiplier.dtype == np.int32
+
+
+@pytest.fixture(scope="module")
+def on_host():
+    return {dtype: compile_single_op(lambda bb, x, d: emit_requantize(bb, x, d, dtype), DYADIC, (3, 6), "int32")
+            for dtype in ("int8", "int16", "int32")}
+
+
+@settings(max_examples=25, deadline=None)
+@given(hnp.arrays(np.int32, (3, 6), elements=st.one_of(EXTREMES, INT32, st.integers(-5000, 5000))),
+       st.sampled_from(["int8", "int16", "int32"]))
+def test_per_channel_shift_requantize_bit_exact(on_host, x, dtype):
+    reference = requantize_reference(x, DYADIC, dtype)
+    np.testing.assert_array_equal(reference, exact_requantize(x, DYADIC, dtype))
+    np.testing.assert_array_equal(on_host[dtype](x), reference)
+
+
+def half_up(value: int, shift: int) -> int:
+    """floor(value / 2**shift + 1/2) in Python integers."""
+    return (2 * value + 2**shift) // 2 ** (shift + 1)
+
+
+def fits_int16(bias, shift: int) -> bool:
+    return all(-32768 <= half_up(int(b), shift) <= 32767 for b in bias)
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.int64, 7, elements=st.one_of(EXTREMES, st.integers(-(2**31) + 1, 2**31 - 1),
+                                                 st.integers(-40000, 40000))),
+       st.floats(2.0**-24, 1.0))
+def test_narrow_bias_is_int16_only_when_its_error_is_negligible(bias, ratio):
+    bias = np.maximum(bias, -(2**31) + 1)
+    dyadic = Dyadic.from_ratio(np.full(7, ratio))
+    narrow = narrow_bias(bias, dyadic)
+    stored, shift = np.asarray(narrow["bias"]), narrow["bias_shift"]
+    value = np.broadcast_to(stored.astype(np.int64) << shift, bias.shape)
+    if stored.dtype == np.int16:
+        assert np.all(np.abs(value - bias) <= (1 << shift) // 2)
+        assert (2.0 ** (shift - 1) if shift else 0.0) * float(np.max(dyadic.ratio)) <= BIAS_ERROR_LIMIT
+        assert shift == 0 or not fits_int16(bias, shift - 1)  # the smallest shift
+    else:  # the int16 form would be too coarse, or would round past the int32 range
+        assert stored.dtype == np.int32 and shift == 0 and np.array_equal(value, bias)
+        needed = next(s for s in range(32) if fits_int16(bias, s))
+        rounded = [half_up(int(b), needed) << needed for b in bias]
+        assert 2.0 ** (needed - 1) * float(np.max(dyadic.ratio)) > BIAS_ERROR_LIMIT or max(rounded) >= 2**31
+
+
+def test_uniform_bias_and_small_indices_are_stored_small():
+    zero = narrow_bias(np.zeros(9, np.int64), Dyadic.from_ratio(0.01))
+    assert zero["bias"].ndim == 0 and zero["bias_shift"] == 0
+    assert narrow_indices(np.arange(16)).dtype == np.int8
+    assert narrow_indices(np.array([0, 300])).dtype == np.int16
+    assert narrow_indices(np.array([-1, 70000])).dtype == np.int32
+
+
+def dense_module(dense: ip.Dense, rows: int) -> tvm.IRModule:
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((rows, dense.weight.shape[0]), "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(dense.emit(bb, x))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_dense_with_narrow_constants_is_bit_exact_and_deploys_them_narrow():
+    rng = np.random.default_rng(3)
+    weight = rng.integers(-127, 128, size=(16, 6)).astype(np.int8)
+    dense = ip.Dense(out="y", inputs=("x",), qtype=ip.QType("int16", (4, 6), np.asarray(1.0)), weight=weight,
+                     bias=rng.integers(-32768, 32768, size=6).astype(np.int16), bias_shift=3,
+                     dyadic=Dyadic.from_ratio(RATIOS * 2**6))
+    mod = dense_module(dense, 4)
+    vm = relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu())
+    for x in (np.full((4, 16), -128, np.int8), np.full((4, 16), 127, np.int8),
+              rng.integers(-128, 128, size=(4, 16)).astype(np.int8)):
+        np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), dense.reference(x))
+    program = lower_to_static_program(mod)
+    stored = sorted((program.tensors[i].dtype, program.tensors[i].shape) for i in program.tensors_of_kind("const"))
+    assert stored == [("int16", (6,)), ("int8", (6,)), ("int8", (16, 6))]  # bias, shifts, weight: nothing wider
