@@ -1,16 +1,16 @@
 """Benchmark (a script, not a test): instructions per call of the Segmenter's int8 kernels on the emulated
 Cortex-M55, for each way ``schedules`` can build them, next to a kernel-level peer (CMSIS-DSP).
 
-    python -m schedules.benchmark [--log-dir assets/tuning/segmenter-kernels/cortex-m55]
+    python -m schedules.benchmark [--log-dir assets/tuning/segmenter-kernels]
 
-Columns: deploy's default schedule; the best MetaSchedule record of the tuning log (scalar C); the
-tensorized kernel with the DSP build of the micro-kernel (``__smlad``, ISA limit 2 MACs/instruction) and
-with the MVE build (``vmladavaq_s8``, ISA limit 16 MACs/instruction); CMSIS-DSP ``arm_mat_mult_q7`` on the
-same shapes, board and flags (its generic C build and its MVE build). Every number comes from a firmware
-whose output the harness checked against a numpy reference. CMSIS-DSP's q7 matmul saturates
-``acc >> 7`` (Q7 format) instead of the project's dyadic requantize, so its epilogue is cheaper; the
-comparison is of the inner loops. Its sources come from the ``cmsisdsp`` sdist on PyPI, downloaded into
-the cache on first use and never committed. Writes ``build/schedules_benchmark.{json,md}``.
+Columns: deploy's default schedule; the best MetaSchedule record of the ``cortex-m55`` tuning log (scalar C or
+the DSP build of the GEMM micro-kernels, ``SMLAD``, ISA limit 2 MACs/instruction) and of the
+``cortex-m55-mve`` log (MVE build, ``VMLADAVA``, ISA limit 16 MACs/instruction); CMSIS-DSP ``arm_mat_mult_q7``
+on the same shapes, board and flags (its generic C build and its MVE build). Every number comes from a
+firmware whose output the harness checked against a numpy reference. CMSIS-DSP's q7 matmul saturates
+``acc >> 7`` (Q7 format) instead of the project's dyadic requantize, so its epilogue is cheaper. Its sources
+come from the ``cmsisdsp`` sdist on PyPI, downloaded into the cache on first use and never committed. Writes
+``build/schedules_benchmark.{json,md}``.
 """
 import argparse
 import json
@@ -29,7 +29,7 @@ from common.paths import BUILD_DIR, CACHE_DIR
 from deploy.schedule import apply_default_schedules
 from schedules.kernels import KERNELS, KernelCase, kernel_case
 from schedules.measure import KERNEL_SYMBOL, FirmwareKit, measure_module, measure_source
-from schedules.tensorize import microkernel_sources, tensorize_matmul
+from schedules.tensorize import microkernel_sources
 from schedules.tune import COMMITTED_LOGS, BUILTIN_MODEL
 from schedules.tuning_log import apply_tuning_log
 from targets import get_board
@@ -103,53 +103,55 @@ def measure_cmsis(case: KernelCase, board, mve: bool, directory: Path) -> int:
     return measure_source(kit, _CMSIS_WRAPPER.format(symbol=KERNEL_SYMBOL, m=m, k=k, n=n))
 
 
-def benchmark(log_dir: Path) -> list[dict]:
-    board = get_board(TARGET)
-    mve = get_board(f"{TARGET}-mve")
+def benchmark(log_root: Path) -> list[dict]:
+    board, mve = get_board(TARGET), get_board(f"{TARGET}-mve")
     rows = []
     with tempfile.TemporaryDirectory(prefix="schedules_benchmark_") as scratch, warnings.catch_warnings(record=True):
         scratch = Path(scratch)
         for name in tqdm(list(KERNELS), desc="benchmark", unit="kernel"):
             case = kernel_case(KERNELS[name])
             row = {"kernel": name, "macs": case.macs}
-
-            def kit(tag, target=board, extra=None):
-                return FirmwareKit(target, case, scratch / f"{name}_{tag}", extra)
-
-            row["default"] = measure_module(kit("default"), apply_default_schedules(case.mod))
-            tuned, names = apply_tuning_log(case.mod, TARGET, log_dir)
-            row["tuned"] = measure_module(kit("tuned"), tuned) if names else None
+            default_kit = FirmwareKit(board, case, scratch / f"{name}_default")
+            row["default"] = measure_module(default_kit, apply_default_schedules(case.mod))
+            for column, target in (("tuned", board), ("tuned_mve", mve)):
+                tuned, names = apply_tuning_log(case.mod, target.name, log_root / target.name)
+                kit = FirmwareKit(target, case, scratch / f"{name}_{column}", microkernel_sources())
+                row[column] = measure_module(kit, tuned) if names else None
             if name in MATMULS:
-                tensorized = tensorize_matmul(case.mod)
-                row["tensorized_dsp"] = measure_module(kit("dsp", extra=microkernel_sources()), tensorized)
-                row["tensorized_mve"] = measure_module(kit("mve", mve, microkernel_sources()), tensorized)
                 row["cmsis_q7"] = measure_cmsis(case, board, False, scratch / f"{name}_cmsis")
                 row["cmsis_q7_mve"] = measure_cmsis(case, mve, True, scratch / f"{name}_cmsis_mve")
+                row["no_more_than_cmsis"] = {
+                    "dsp": bool(row["tuned"]) and row["tuned"] <= row["cmsis_q7"],
+                    "mve": bool(row["tuned_mve"]) and row["tuned_mve"] <= row["cmsis_q7_mve"]}
             rows.append(row)
     return rows
 
 
-COLUMNS = ("default", "tuned", "tensorized_dsp", "tensorized_mve", "cmsis_q7", "cmsis_q7_mve")
+COLUMNS = ("default", "tuned", "tuned_mve", "cmsis_q7", "cmsis_q7_mve")
 
 
-def markdown(rows: list[dict], log_dir: Path) -> str:
+def markdown(rows: list[dict], log_root: Path) -> str:
     lines = [
         f"# Kernel benchmark on {TARGET} (QEMU mps3-an547, exact retired instructions per call, not cycles)", "",
-        f"Tuning log: `{log_dir}`. ISA limits: DSP {ISA_LIMIT['dsp']} MACs/instr (SMLAD), "
+        f"Tuning logs: `{log_root}/{{{TARGET},{TARGET}-mve}}`. ISA limits: DSP {ISA_LIMIT['dsp']} MACs/instr (SMLAD), "
         f"MVE {ISA_LIMIT['mve']} MACs/instr (VMLADAVA.S8). CMSIS-DSP {CMSIS_VERSION} `arm_mat_mult_q7` "
         "uses a cheaper Q7 epilogue (ssat(acc >> 7)).", "",
-        "| kernel | MACs | " + " | ".join(COLUMNS) + " |", "|---|---:|" + "---:|" * len(COLUMNS),
+        "| kernel | MACs | " + " | ".join(COLUMNS) + " | tuned <= CMSIS (DSP, MVE) |",
+        "|---|---:|" + "---:|" * len(COLUMNS) + "---|",
     ]
     for row in rows:
         cells = [f"{row[c]} ({row['macs'] / row[c]:.2f})" if row.get(c) else "-" for c in COLUMNS]
-        lines.append(f"| {row['kernel']} | {row['macs']} | " + " | ".join(cells) + " |")
+        verdict = row.get("no_more_than_cmsis")
+        verdict = f"{'yes' if verdict['dsp'] else 'no'}, {'yes' if verdict['mve'] else 'no'}" if verdict else "-"
+        lines.append(f"| {row['kernel']} | {row['macs']} | " + " | ".join(cells) + f" | {verdict} |")
     lines += ["", "Cells: instructions per call (MACs per instruction)."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m schedules.benchmark", description=__doc__.split("\n")[0])
-    parser.add_argument("--log-dir", type=Path, default=COMMITTED_LOGS / BUILTIN_MODEL / TARGET)
+    parser.add_argument("--log-dir", type=Path, default=COMMITTED_LOGS / BUILTIN_MODEL,
+                        help=f"directory holding the {TARGET} and {TARGET}-mve tuning logs")
     args = parser.parse_args(argv)
     try:
         rows = benchmark(args.log_dir)
