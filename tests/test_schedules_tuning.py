@@ -4,16 +4,19 @@ import json
 import shutil
 import warnings
 
+import numpy as np
 import pytest
 import tvm
 import tvm_ffi
 
+from deploy.examples import toy_segmenter, toy_segmenter_reference
+from deploy.lower import lower_to_static_program
 from deploy.tir_pipeline import kernels_to_c
 from schedules import TuningLogWarning, apply_tuning_log
 from schedules.kernels import KERNELS, kernel_case
 from schedules.measure import FirmwareKit, measure_module
 from schedules.tensorize import microkernel_sources
-from schedules.tune import BUILTIN_MODEL, COMMITTED_LOGS, markdown_table, tune
+from schedules.tune import BUILTIN_MODEL, COMMITTED_LOGS, first_call_arguments, markdown_table, tune
 from schedules.tuning_log import METADATA_FILE, RECORD_FILE, WORKLOAD_FILE, measured_trials, open_database
 from targets import get_board
 
@@ -176,3 +179,16 @@ def test_log_applies_to_deploys_kernel_names(tuned):
     applied, names = apply_tuning_log(kernels, TARGET, tuned[0])
     assert names == [name] and name.startswith("fused_matmul")
     assert applied[name].attrs["global_symbol"] == name
+
+
+def test_first_call_arguments_replay_the_network_on_the_host():
+    """The captured inputs of the network's last kernel reproduce the numpy reference's class map."""
+    program = lower_to_static_program(toy_segmenter())
+    image = np.random.default_rng(0).integers(0, 256, (1, 16, 16, 3), dtype=np.uint8)
+    last = program.calls[-1]
+    arguments = first_call_arguments(program, image, {last.kernel})[last.kernel]
+    func = program.kernels[last.kernel]
+    out = tvm.runtime.tensor(np.zeros([int(d) for d in func.params[-1].shape], str(func.params[-1].dtype)))
+    tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), "llvm")["main"](
+        *[tvm.runtime.tensor(a) for a in arguments], out)
+    np.testing.assert_array_equal(out.numpy().reshape(1, 16, 16), toy_segmenter_reference(image))
