@@ -152,6 +152,7 @@ def emit_layernorm(bb: relax.BlockBuilder, x: relax.Expr, params: LayerNormParam
     total = bb.emit(relax.op.sum(x32, axis=-1, keepdims=True))
     mean = emit_row_boundary(bb, emit_requantize(bb, total, _mean_scale(params.channels), "int32"))
     centred = bb.emit(relax.op.subtract(relax.op.multiply(x32, _c(1 << MEAN_FRAC_BITS, "int32")), mean))
+    # d stays int32 in memory; each consumer widens it itself (32x32->64-bit multiplies)
     d = bb.emit(relax.op.astype(centred, "int64"))
     variance_sum = bb.emit(relax.op.sum(relax.op.multiply(d, d), axis=-1, keepdims=True))
     exponent = bb.emit(relax.op.maximum(relax.op.subtract(emit_base4_exponent(bb, variance_sum, MAX_EXPONENT),
@@ -164,6 +165,7 @@ def emit_layernorm(bb: relax.BlockBuilder, x: relax.Expr, params: LayerNormParam
     reciprocal = relax.op.astype(relax.op.floor_divide(_c(1 << RECIPROCAL_BITS, "int32"), root), "int64")
     row_multiplier = emit_row_boundary(bb, relax.op.left_shift(
         reciprocal, relax.op.subtract(_c(_MULTIPLIER_SHIFT - _NORMALISE_SHIFT, "int64"), exponent)))
+    d = bb.emit(relax.op.astype(centred, "int64"))
     product = bb.emit(relax.op.add(relax.op.multiply(d, row_multiplier), _c(1 << (_MULTIPLIER_SHIFT - 1), "int64")))
     normalised = bb.emit(relax.op.astype(relax.op.right_shift(product, _c(_MULTIPLIER_SHIFT, "int64")), "int32"))
     signed = bb.emit(relax.op.multiply(normalised, relax.const(params.gamma_sign, "int32")))

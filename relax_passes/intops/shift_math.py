@@ -31,9 +31,9 @@ and stays in that pair, which the correction resolves. The start error is larges
 ``[4**(start_bits-1), 4**start_bits)`` (``e <= 1``) needs 4 steps for start_bits = 15; an
 un-normalised 62-bit ``n`` from ``2**31`` needs ~36.
 
-Base-4 exponent: ``floor(log4(v))`` of a non-negative integer by a binary search of shifts
-(``val >> 2b > 0`` for ``b = 16, 8, 4, 2, 1``), a few compares and selects instead of a count-leading-zeros
-instruction, which neither TVM's C codegen nor every target has.
+Base-4 exponent: ``floor(log4(v)) = #{k >= 1 : v >= 4**k}``, independent compares (no
+count-leading-zeros instruction, which neither TVM's C codegen nor every target has); one flat
+expression, so operator fusion keeps the whole per-row computation in one kernel.
 """
 import math
 
@@ -112,32 +112,19 @@ def emit_isqrt(bb: relax.BlockBuilder, n: relax.Expr, start_bits: int, lowest: i
     return bb.emit(relax.op.subtract(k, too_big))
 
 
-def _search_steps(max_exponent: int) -> list[int]:
-    """Powers of two, largest first, summing to >= ``max_exponent``."""
-    return [1 << i for i in reversed(range(max(max_exponent, 1).bit_length()))]
-
-
 def base4_exponent_reference(v: np.ndarray, max_exponent: int) -> np.ndarray:
     """``floor(log4(v))`` for ``1 <= v < 4**(max_exponent + 1)``, 0 for ``v = 0`` (int64)."""
     value = np.asarray(v).astype(np.int64)
-    exponent = np.zeros_like(value)
-    for step in _search_steps(max_exponent):
-        big = (value >> (2 * step)) > 0
-        value = np.where(big, value >> (2 * step), value)
-        exponent = exponent + np.where(big, step, 0)
-    return exponent
+    return sum((value >= 4**k).astype(np.int64) for k in range(1, max_exponent + 1))
 
 
 def emit_base4_exponent(bb: relax.BlockBuilder, v: relax.Expr, max_exponent: int) -> relax.Var:
     """Relax ops of ``base4_exponent_reference`` on an int64 tensor; returns int64."""
-    value, exponent = v, relax.const(0, "int64")
-    for step in _search_steps(max_exponent):
-        shifted = bb.emit(relax.op.right_shift(value, relax.const(2 * step, "int64")))
-        big = bb.emit(relax.op.greater(shifted, relax.const(0, "int64")))
-        value = bb.emit(relax.op.where(big, shifted, value))
-        exponent = bb.emit(relax.op.add(exponent, relax.op.multiply(relax.op.astype(big, "int64"),
-                                                                    relax.const(step, "int64"))))
-    return exponent
+    exponent = None
+    for k in range(1, max_exponent + 1):
+        step = relax.op.astype(relax.op.greater_equal(v, relax.const(4**k, "int64")), "int64")
+        exponent = step if exponent is None else relax.op.add(exponent, step)
+    return bb.emit(exponent)
 
 
 def emit_row_boundary(bb: relax.BlockBuilder, row_values: relax.Expr) -> relax.Var:
