@@ -28,6 +28,7 @@ from common.paths import BUILD_DIR, MODEL_DIR  # noqa: E402
 from segmenter.evaluate import miou  # noqa: E402
 
 from . import integer_program as ip  # noqa: E402
+from . import mediapipe  # noqa: E402
 from .calibrate import with_all_intermediates  # noqa: E402
 from .quantize import model_inputs, quantize_model  # noqa: E402
 
@@ -192,6 +193,7 @@ def run(model_path, n_test=None) -> dict:
                                                   "softmax run in float (dequantize -> float op -> quantize): "
                                                   "not integer-only")
     report["tflite_int8"] = tflite_int8_peer(calibration, test_images, labels, float_maps)
+    report["mediapipe_selfie"] = mediapipe.agreement_report()
     report["wall_s"] = round(time.time() - started, 1)
     return report
 
@@ -230,6 +232,12 @@ def markdown(report) -> str:
               "| op | kind | float var | dtype | SQNR dB |", "|---|---|---|---|---|"]
     lines += [f"| {r['op']} | {r['kind']} | {r['float_var']} | {r['dtype']} | {r['sqnr_db']} |"
               for r in report["per_layer_sqnr"]]
+    selfie = report["mediapipe_selfie"]
+    agreement = ", ".join(f"{k} {v:.4f}" for k, v in selfie.get("photos", {}).items())
+    lines += ["", "## Second model: MediaPipe selfie segmenter (int16 activations, 1 calibration photo)", "",
+              f"skipped: {selfie['skipped']}" if "skipped" in selfie else
+              f"Person-mask agreement integer vs float: {agreement} (calibration: {selfie['calibration']}; "
+              "`python -m relax_passes.mediapipe` for ablations)."]
     lines += ["", f"Wall time: {report['wall_s']} s."]
     return "\n".join(lines) + "\n"
 

@@ -97,7 +97,8 @@ class _Folder(PyExprMutator):
 
     def _fold(self, call, a, b):
         attrs = call.attrs
-        if (any(int(p) for p in attrs.padding) and np.any(b)) or int(attrs.groups) != 1 or attrs.data_layout != "NCHW" \
+        padded = any(int(p) for p in attrs.padding)
+        if (padded and np.any(b)) or int(attrs.groups) != 1 or attrs.data_layout != "NCHW" \
                 or attrs.kernel_layout != "OIHW":
             return super().visit_call_(call)
         weight = call.args[1].value.numpy()

@@ -17,6 +17,14 @@ folded into the first convolution by :mod:`fold_input_normalization`):
   nearest ``image.resize2d`` becomes two integer gathers.
 * The model's logits become a uint8 class map: ``argmax`` over channels, taken before the nearest
   upsampling when the logits are upsampled (a gather commutes with argmax: same result, 16x cheaper).
+  A uint8 output (a sigmoid's probability map) is kept as it is.
+* CNN rules (:mod:`cnn_ops`, :mod:`lookup_table`; the MediaPipe selfie model): padded / grouped
+  (depthwise) ``conv2d`` (a :class:`cnn_ops.Pad` with the input's real zero first), ``conv2d_transpose``,
+  ``relu`` (a conv followed by a ReLU requantizes straight to the ReLU's range), hard-swish (the
+  ``x * clip(x + 3, 0, 6) / 6`` chain), global ``avg_pool2d``, ``multiply`` of two activations,
+  ``sigmoid`` (uint8 table of the int8 input), linear ``image.resize2d``.
+* ``activations="int16"``: activations int16 instead of int8 outside the residual stream (int16 x int8
+  convolutions); ``bias_correction=True``: each conv bias corrected by :func:`weight_error_shift`.
 
 Every scale comes from the calibration statistics of the float variable the value stands for, widened
 by ``RANGE_HEADROOM`` (``headroom=False``: the observer's clip as it is).
@@ -270,9 +278,10 @@ class Integerizer:
         }.get(name)
         if handler is None or not any(isinstance(v, IntValue) for v in ints):
             raise UserError(f"{var.name}: operator {name} is not supported by the integer rewrite "
-                            f"(supported: conv2d, conv2d_transpose, matmul, add, multiply, layer_norm, softmax, gelu, "
-                            f"relu, hard-swish, sigmoid, global avg_pool2d, concat, nearest/linear resize2d, shape ops)")
-        weighted = name in ("relax.nn.conv2d", "relax.nn.conv2d_transpose") or (name == "relax.matmul" and self.const_of(args[1]) is not None)
+                            "(supported: conv2d, conv2d_transpose, matmul, add, multiply, layer_norm, softmax, gelu, "
+                            "relu, hard-swish, sigmoid, global avg_pool2d, concat, nearest/linear resize2d, shape ops)")
+        weighted = name in ("relax.nn.conv2d", "relax.nn.conv2d_transpose") \
+            or (name == "relax.matmul" and self.const_of(args[1]) is not None)
         if not weighted and any(isinstance(v, IntValue) and v.zero_point for v in ints):
             raise UserError(f"{var.name}: {name} reads the raw image; the image must first go through a conv2d "
                             "or a matmul with constant weights")
@@ -381,7 +390,8 @@ class Integerizer:
         out_scale = self.scale_of(scaled.var.name, dtype)
         self.values[scaled.var.name] = self._add(
             cnn_ops.HardSwish, (x,), dtype, x.qtype.shape, out_scale, source=scaled.var.name,
-            three=int(round(3 / scale)), six=int(round(6 / scale)), dyadic=Dyadic.from_ratio(scale * scale / (6 * out_scale)))
+            three=int(round(3 / scale)), six=int(round(6 / scale)),
+            dyadic=Dyadic.from_ratio(scale * scale / (6 * out_scale)))
         return True
 
     def _avg_pool2d(self, var, call):

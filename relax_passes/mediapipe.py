@@ -97,6 +97,21 @@ def mask_agreement(model: QuantizedModel, images) -> list[float]:
 ABLATIONS = ({}, {"bias_correction": False}, {"activations": "int8"}, {"observer": "mse"})
 
 
+def agreement_report() -> dict:
+    """Default options, calibration on the first photo: ``{"photos": {name: agreement}, ...}`` for the accuracy
+    benchmark, or ``{"skipped": reason}`` when the model cannot be fetched (offline, nothing in the cache)."""
+    import frontend
+    from frontend.tflite_import import fetch_mediapipe_selfie
+
+    try:
+        imported = frontend.load(fetch_mediapipe_selfie())
+    except UserError as err:
+        return {"skipped": str(err)}
+    photos = selfie_photos()
+    agreement = mask_agreement(quantize_selfie(imported, photos[:1], progress=False), photos)
+    return {"calibration": PHOTOS[0], "photos": dict(zip(PHOTOS, agreement)), "min": min(agreement)}
+
+
 def main():
     """``python -m relax_passes.mediapipe``: mask agreement integer vs float on the photos, with ablations."""
     import frontend

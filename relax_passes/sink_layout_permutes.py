@@ -109,7 +109,8 @@ class LayoutSinker:
         if call.op.name == "relax.nn.avg_pool2d":
             return relax.op.nn.avg_pool2d(x, a.pool_size, a.strides, a.padding, a.dilation, a.ceil_mode,
                                           a.count_include_pad, layout="NCHW", out_layout="NCHW")
-        return relax.op.image.resize2d(x, call.args[1], tuple(float(v) for v in a.roi), "NCHW", a.method, a.coordinate_transformation_mode,
+        roi = tuple(float(v) for v in a.roi)
+        return relax.op.image.resize2d(x, call.args[1], roi, "NCHW", a.method, a.coordinate_transformation_mode,
                                        a.rounding_method, a.cubic_alpha, a.cubic_exclude, a.extrapolation_value,
                                        a.out_dtype if str(a.out_dtype) else None)
 

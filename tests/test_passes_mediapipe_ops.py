@@ -260,8 +260,8 @@ def test_mobile_block_rules(block):
     assert pad.value == -128 and pad.pad == (0, 0, 1, 1)  # the raw image's real zero is q = -128
     assert depthwise.groups == 8 and program.ops[4].value == 0
     assert program.ops[-1].qtype.dtype == "uint8" and program.output == program.ops[-1].out
-    assert all(op.qtype.dtype in ("int16", "int32") for op in program.ops if isinstance(op, (ip.Conv2d, cnn_ops.HardSwish,
-                                                                                             cnn_ops.Multiply)))
+    wide = (ip.Conv2d, cnn_ops.HardSwish, cnn_ops.Multiply)
+    assert all(op.qtype.dtype in ("int16", "int32") for op in program.ops if isinstance(op, wide))
 
 
 def test_mobile_block_bit_exact_and_close_to_float(block):
