@@ -129,6 +129,27 @@ ISEG_INLINE void gemm_s8_s8(const int R, const int C, const int8_t *a, int32_t l
         for (int j = 0; j < C; j++) c[r * ldc + j] = acc[r][j];
 }
 
+#if defined(__ARM_FEATURE_DSP)
+/* acc += A x B^T over whole pairs of k: one word (two int16) per row/column, one SMLAD per output. */
+ISEG_INLINE void dsp_s16_loop(const int R, const int C, const int16_t *pa, const int16_t *pb, int32_t lda,
+                              int32_t ldb, const int16_t *end, int32_t acc[4][4])
+{
+    do {
+        uint32_t bw[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < C; j++) bw[j] = load32(pb + j * ldb);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            uint32_t aw = load32(pa + r * lda);
+#pragma GCC unroll 4
+            for (int j = 0; j < C; j++) acc[r][j] = __smlad(aw, bw[j], acc[r][j]);
+        }
+        pa += 2;
+        pb += 2;
+    } while (pa != end);
+}
+#endif
+
 ISEG_INLINE void gemm_s16_s16(const int R, const int C, const int16_t *a, int32_t lda, const int16_t *b,
                               int32_t ldb, int32_t *c, int32_t ldc, int32_t k)
 {
@@ -139,15 +160,12 @@ ISEG_INLINE void gemm_s16_s16(const int R, const int C, const int16_t *a, int32_
         for (int j = 0; j < C; j++) acc[r][j] = c[r * ldc + j];
     int32_t kk = 0;
 #if defined(__ARM_FEATURE_DSP)
-    for (; kk + 2 <= k; kk += 2) {
-        uint32_t bw[4];
-#pragma GCC unroll 4
-        for (int j = 0; j < C; j++) bw[j] = load32(b + j * ldb + kk);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            uint32_t aw = load32(a + r * lda + kk);
-#pragma GCC unroll 4
-            for (int j = 0; j < C; j++) acc[r][j] = __smlad(aw, bw[j], acc[r][j]);
+    if (k >= 2) {
+        kk = k & ~1;
+        if (lda == ldb) {
+            dsp_s16_loop(R, C, a, b, lda, lda, a + kk, acc);
+        } else {
+            dsp_s16_loop(R, C, a, b, lda, ldb, a + kk, acc);
         }
     }
 #endif
