@@ -64,10 +64,12 @@ def selfie_photos(names=PHOTOS, size: int = 256) -> np.ndarray:
     return np.stack(photos)
 
 
-def photo_inputs(images) -> list[np.ndarray]:
+def photo_inputs(images, size: int = 256) -> list[np.ndarray]:
+    """uint8 photos [N,size,size,3] -> the float module's inputs (one [1,3,size,size] float32 per photo)."""
     images = np.asarray(images)
-    if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8 or not len(images):
-        raise UserError(f"images must be uint8 [N,H,W,3] (N >= 1), got {images.dtype} {list(images.shape)}")
+    if images.ndim != 4 or images.shape[1:] != (size, size, 3) or images.dtype != np.uint8 or not len(images):
+        raise UserError(f"photos must be uint8 [N,{size},{size},3] (N >= 1), got {images.dtype} {list(images.shape)}; "
+                        "resize them first, e.g. relax_passes.mediapipe.selfie_photos")
     return [img.transpose(2, 0, 1)[None].astype(np.float32) for img in images]
 
 
@@ -75,7 +77,8 @@ def quantize_selfie(imported, calibration_images, *, observer: str = "minmax", h
                     activations: str = "int16", bias_correction: bool = True, progress: bool = True) -> QuantizedModel:
     """The selfie segmenter as an integer-only module: uint8 image -> uint8 probability map."""
     mod = selfie_float_module(imported)
-    calibration = calibrate(mod, photo_inputs(calibration_images), progress=progress)
+    inputs = photo_inputs(calibration_images, int(imported.input_shape[1]))
+    calibration = calibrate(mod, inputs, progress=progress)
     program = integerize(mod["main"], calibration, observer=observer, headroom=headroom, activations=activations,
                          bias_correction=bias_correction)
     return QuantizedModel(program, verify_integer_only(program.to_relax()), mod, calibration, observer,
@@ -87,7 +90,7 @@ def mask_agreement(model: QuantizedModel, images) -> list[float]:
     the float one from the TVM llvm build of ``model.float_mod``, the integer one from the numpy reference."""
     float_vm = relax.VirtualMachine(tvm.compile(model.float_mod, "llvm"), tvm.cpu())
     agreement = []
-    for image, x in zip(images, photo_inputs(images)):
+    for image, x in zip(images, photo_inputs(images, model.input_shape[1])):
         expected = float_vm["main"](tvm.runtime.tensor(x)).numpy() > 0.5
         got = model.reference(image[None]) >= MASK_THRESHOLD
         agreement.append(float(np.mean(got == expected)))

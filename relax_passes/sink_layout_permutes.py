@@ -99,7 +99,7 @@ class LayoutSinker:
                         else _nchw_constant(a) if isinstance(a, tvm.ir.Constant) else None for a in args]
             return None if any(o is None for o in operands) else relax.Call(call.op, operands, call.attrs)
         if name in ("relax.nn.avg_pool2d", "relax.image.resize2d") and call.attrs.layout == "NHWC" \
-                and args[0] in self.stand_in:
+                and getattr(call.attrs, "out_layout", "NHWC") == "NHWC" and args[0] in self.stand_in:
             return self._nchw_spatial(call, self.stand_in[args[0]])
         return None
 

@@ -1,12 +1,15 @@
 """The MediaPipe selfie segmenter (a CNN nobody here trained) through the integer-only passes with ONE calibration
 photo: integer-only, uint8 image in / uint8 probability map out, numpy reference == TVM llvm on every intermediate,
 overflow-free, and its person mask within 98 % of the float model's on each of 4 real photos."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import tvm
 from tvm import relax
 
 import frontend
+from common.errors import UserError
 from frontend.tflite_import import fetch_mediapipe_selfie
 from relax_passes import VerifyIntegerOnly, float_offenders, program_bounds
 from relax_passes import integer_program as ip
@@ -64,3 +67,13 @@ def test_person_mask_agrees_with_the_float_model_on_four_photos(model, photos):
     agreement = mask_agreement(model, photos)
     print("mask agreement per photo:", [f"{a:.4f}" for a in agreement])
     assert min(agreement) >= MIN_AGREEMENT
+
+
+def test_bad_model_or_photos_are_one_line_errors(model, photos):
+    segmenter_like = SimpleNamespace(input_shape=(1, 3, 64, 64), input_dtype="float32", source_path="segmenter.onnx")
+    with pytest.raises(UserError, match=r"segmenter.onnx: expected an NHWC float32 RGB input \[1,H,W,3\]"):
+        quantize_selfie(segmenter_like, photos[:1])
+    with pytest.raises(UserError, match=r"photos must be uint8 \[N,256,256,3\] \(N >= 1\), got uint8 \[1, 128, 128, 3\]"):
+        mask_agreement(model, photos[:1, ::2, ::2])
+    with pytest.raises(UserError, match=r"got float64"):
+        mask_agreement(model, photos[:1] / 255.0)
