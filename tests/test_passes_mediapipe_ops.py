@@ -282,3 +282,58 @@ def test_overflow_bounds_of_the_cnn_ops_catch_a_too_large_pool():
     assert what == "sum" and bound == 2**31 > limit
     assert all(b <= lim for _, b, lim in make(cnn_ops.GlobalAvgPool, (1, 1, 1, 1), "int16", pixels=128 * 128,
                                                  dyadic=Dyadic.from_ratio(2.0**-14)).bounds([32768]))
+
+
+def emitted(op, *types):
+    """``op.emit`` alone in a ``main`` over parameters of the given (shape, dtype)."""
+    bb = relax.BlockBuilder()
+    params = [relax.Var(f"x{i}", relax.TensorType(shape, dtype)) for i, (shape, dtype) in enumerate(types)]
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(op.emit(bb, *params))
+        bb.emit_func_output(out)
+    return bb.get(), params
+
+
+def expected(params, body):
+    bb = relax.BlockBuilder()
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(body(bb, *params))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_emitted_relax_is_the_expected_integer_program():
+    """Pad, HardSwish and Lookup written out by hand (Expected) against what the ops emit."""
+    from relax_passes.requantize import emit_requantize
+
+    pad = make(cnn_ops.Pad, (1, 2, 5, 6), "int8", pad=(1, 0, 1, 2), value=-128)
+    got, params = emitted(pad, ((1, 2, 3, 4), "int8"))
+
+    def pad_body(bb, x):
+        rows = bb.emit(relax.op.concat([relax.const(np.full((1, 2, 1, 4), -128, np.int8)), x,
+                                        relax.const(np.full((1, 2, 1, 4), -128, np.int8))], axis=2))
+        return bb.emit(relax.op.concat([rows, relax.const(np.full((1, 2, 5, 2), -128, np.int8))], axis=3))
+
+    tvm.ir.assert_structural_equal(got, expected(params, pad_body))
+
+    dyadic = Dyadic.from_ratio(0.001)
+    hswish = make(cnn_ops.HardSwish, (1, 2, 3, 4), "int16", three=300, six=600, dyadic=dyadic)
+    got, params = emitted(hswish, ((1, 2, 3, 4), "int16"))
+
+    def hswish_body(bb, x):
+        wide = bb.emit(relax.op.astype(x, "int64"))
+        gate = bb.emit(relax.op.clip(bb.emit(relax.op.add(wide, relax.const(300, "int64"))), 0, 600))
+        return emit_requantize(bb, bb.emit(relax.op.multiply(wide, gate)), dyadic, "int16")
+
+    tvm.ir.assert_structural_equal(got, expected(params, hswish_body))
+
+    table = np.arange(256).astype(np.uint8)
+    got, params = emitted(make(lookup_table.Lookup, (1, 2, 3, 4), "uint8", table=table), ((1, 2, 3, 4), "int8"))
+
+    def lookup_body(bb, x):
+        index = bb.emit(relax.op.add(bb.emit(relax.op.astype(x, "int32")), relax.const(np.int32(128), "int32")))
+        return bb.emit(relax.op.take(relax.const(table), index, axis=0))
+
+    tvm.ir.assert_structural_equal(got, expected(params, lookup_body))
