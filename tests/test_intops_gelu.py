@@ -149,3 +149,13 @@ def test_rejects_bad_options():
         gelu_params(0.01, 0.02, "tanh")
     with pytest.raises(ValueError, match="calibration"):
         gelu_params(0.01, 0.02, "lambda_shift")
+
+
+@pytest.mark.parametrize(("input_scale", "path"), [(0.05, "left shift"), (1e5, "helper: x << 28 overflows int32"),
+                                                   (1e-4, "helper: rounding right shift")])
+def test_power_of_two_input_rescale_paths_bit_exact(input_scale, path):
+    params = gelu_params(input_scale, 0.03, "shift")
+    up = 30 - int(params.to_internal.shift)
+    assert (0 <= up <= 23) == (path == "left shift"), (up, path)
+    q = np.arange(-128, 128, dtype=np.int8).reshape(4, 64)
+    np.testing.assert_array_equal(compile_single_op(emit_gelu, params, q.shape, "int8")(q), gelu_reference(q, params))

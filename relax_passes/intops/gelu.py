@@ -33,7 +33,7 @@ import numpy as np
 from tvm import relax
 
 from relax_passes.intops.shift_math import LOG2E, emit_shift_exp, shift_exp_reference
-from relax_passes.requantize import Dyadic, emit_requantize, requantize_reference
+from relax_passes.requantize import DTYPE_RANGE, Dyadic, emit_requantize, requantize_reference
 
 VARIANTS = ("lambda_shift", "shift", "poly")
 GATE_BITS = 15
@@ -50,6 +50,7 @@ SPLIT_GRID = tuple(np.arange(2.0, 6.01, 0.5)) + (math.inf,)
 ERF_A, ERF_B = -0.2888, -1.769
 ERF_KNEE = 4096               # -b in erf-argument LSB
 CALIBRATION_SAMPLES = 16384
+MULTIPLIER_ONE_SHIFT = 30     # Dyadic of 2**e: multiplier 2**30, shift 30 - e
 _erf = np.frompyfunc(math.erf, 1, 1)
 
 
@@ -175,13 +176,25 @@ def _erf_gate_reference(xi, gate: ErfGate, trace):
 
 def emit_gelu(bb: relax.BlockBuilder, x: relax.Expr, params: GeluParams) -> relax.Var:
     """Relax ops of ``gelu_reference`` (int8/int32 in, int8 out; int32 intermediates)."""
-    xi = bb.emit(relax.op.astype(emit_requantize(bb, x, params.to_internal, "int16"), "int32"))
+    xi = _emit_internal(bb, x, params.to_internal)
     if isinstance(params.gate, ShiftGate):
         gate = _emit_shift_gate(bb, xi, params.gate)
     else:
         gate = _emit_erf_gate(bb, xi, params.gate)
     product = bb.emit(relax.op.multiply(xi, gate))
     return emit_requantize(bb, product, params.to_output, "int8")
+
+
+def _emit_internal(bb, x, to_internal: Dyadic):
+    """``requantize(x, S_in -> S_x)`` to int16, as int32. ``S_in / S_x`` is a power of two: when it is
+    ``2**up >= 1`` the product ``x * 2**30`` has ``shift`` zero low bits, so the rescale is exactly
+    ``clip(x << up)`` (in int32 whenever ``|x| << up`` fits), one shift instead of 64-bit arithmetic."""
+    up = int(MULTIPLIER_ONE_SHIFT - to_internal.shift)
+    magnitude = -DTYPE_RANGE[str(x.ty.dtype)][0]
+    if int(to_internal.multiplier) != 1 << MULTIPLIER_ONE_SHIFT or up < 0 or magnitude << up >= 2**31:
+        return bb.emit(relax.op.astype(emit_requantize(bb, x, to_internal, "int16"), "int32"))
+    shifted = relax.op.left_shift(relax.op.astype(x, "int32"), _i32(up))
+    return bb.emit(relax.op.clip(shifted, -(2**15), 2**15 - 1))
 
 
 def _emit_shift_gate(bb, xi, gate: ShiftGate):
