@@ -9,8 +9,11 @@ from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
 
+from deploy.lower import lower_to_static_program
+from relax_passes.intops import layernorm, shiftmax
 from relax_passes.intops.shift_math import (EXP_ORDERS, base4_exponent_reference, emit_base4_exponent, emit_isqrt,
-                                            emit_shift_exp, isqrt_iterations, isqrt_reference, shift_exp_reference)
+                                            emit_row_boundary, emit_shift_exp, isqrt_iterations, isqrt_reference,
+                                            shift_exp_reference)
 from relax_passes.intops.single_op import compile_single_op, single_op_module
 
 FRAC, OCTAVES, MANTISSA = 11, 14, 14
@@ -139,3 +142,52 @@ def test_shift_exp_structure():
     y = np.array([0, -1, -5, -16], dtype=np.int16)  # 2**(y/4) * 16 by chord: 16, 14, 7 (6.73), flushed
     np.testing.assert_array_equal(compile_single_op(lambda bb, v, _: emit_shift_exp(bb, v, 2, 3, 4), None,
                                                     (4,), "int16")(y), [16, 14, 7, 0])
+
+
+@I.ir_module
+class RowBoundaryExpected:
+    @R.function
+    def main(x: R.Tensor((3, 1), "int64")) -> R.Tensor((3, 1), "int64"):
+        with R.dataflow():
+            y = R.sum(x, axis=[-1], keepdims=True)
+            out = y
+            R.output(out)
+        return out
+
+
+def test_row_boundary_structure_and_identity():
+    before = single_op_module(lambda bb, x, _: emit_row_boundary(bb, x), None, (3, 1), "int64")
+    tvm.ir.assert_structural_equal(before, RowBoundaryExpected)
+    x = np.array([[-(2**62)], [0], [2**62 - 1]], dtype=np.int64)
+    np.testing.assert_array_equal(compile_single_op(lambda bb, v, _: emit_row_boundary(bb, v), None, (3, 1),
+                                                    "int64")(x), x)
+
+
+def _divisions_per_kernel(mod):
+    """{kernel: (number of integer divisions, output shape)} of ``mod`` lowered like the deploy flow."""
+    found = {}
+    for gv, func in lower_to_static_program(mod).kernels.functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            script = func.script()
+            divisions = sum(script.count(token) for token in (" // ", " % ", "T.Div(", "T.truncdiv(", "T.floordiv("))
+            found[gv.name_hint] = (divisions, tuple(int(d) for d in func.params[-1].shape))
+    return found
+
+
+def _layernorm_module():
+    params = layernorm.layernorm_params(0.02, np.linspace(-1, 2, 24), np.linspace(-0.2, 0.3, 24), 0.03)
+    return single_op_module(layernorm.emit_layernorm, params, (1, 8, 24), "int16")
+
+
+def _shiftmax_module():
+    return single_op_module(shiftmax.emit_shiftmax, shiftmax.shiftmax_params(0.01, output_dtype="int16"),
+                            (1, 2, 8, 8), "int32")
+
+
+@pytest.mark.parametrize("module", [_layernorm_module, _shiftmax_module])
+def test_divisions_only_in_per_row_kernels(module):
+    """The row boundary keeps every division out of the per-element kernels after operator fusion."""
+    kernels = _divisions_per_kernel(module())
+    assert any(divisions for divisions, _ in kernels.values())
+    for name, (divisions, shape) in kernels.items():
+        assert divisions == 0 or shape[-1] == 1, (name, shape)
