@@ -88,9 +88,10 @@ def quantize_selfie(imported, calibration_images, *, observer: str = "minmax", h
 def mask_agreement(model: QuantizedModel, images) -> list[float]:
     """Per image: fraction of pixels where the integer mask (p >= 128) equals the float one (sigmoid > 0.5),
     the float one from the TVM llvm build of ``model.float_mod``, the integer one from the numpy reference."""
+    inputs = photo_inputs(images, model.input_shape[1])
     float_vm = relax.VirtualMachine(tvm.compile(model.float_mod, "llvm"), tvm.cpu())
     agreement = []
-    for image, x in zip(images, photo_inputs(images, model.input_shape[1])):
+    for image, x in zip(images, inputs):
         expected = float_vm["main"](tvm.runtime.tensor(x)).numpy() > 0.5
         got = model.reference(image[None]) >= MASK_THRESHOLD
         agreement.append(float(np.mean(got == expected)))

@@ -84,7 +84,8 @@ class LayoutSinker:
         """The function result (an NHWC value computed in NCHW is permuted back here)."""
         if self.result in self.stand_in:
             return self.bb.emit_output(self._nhwc(self.result))
-        return self.remap[self.result]
+        value = self.remap[self.result]  # a dropped permute leaves a dataflow value: output it
+        return self.bb.emit_output(value) if isinstance(value, relax.DataflowVar) else value
 
     def _sunk(self, call):
         """The NCHW expression standing for ``call``'s NHWC result, or None when it is not one."""

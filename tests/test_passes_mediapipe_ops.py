@@ -337,3 +337,19 @@ def test_emitted_relax_is_the_expected_integer_program():
         return bb.emit(relax.op.take(relax.const(table), index, axis=0))
 
     tvm.ir.assert_structural_equal(got, expected(params, lookup_body))
+
+
+def test_sink_layout_permutes_round_trip_to_the_output():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 2, 3, 4), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            nhwc = bb.emit(relax.op.nn.relu(bb.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))))
+            out = bb.emit_output(relax.op.permute_dims(nhwc, [0, 3, 1, 2]))
+        bb.emit_func_output(out)
+    after = SinkLayoutPermutes()(bb.get())
+    ops = [b.value.op.name for b in after["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
+    assert ops == ["relax.nn.relu"]
+    value = np.linspace(-1, 1, 24, dtype=np.float32).reshape(1, 2, 3, 4)
+    vm = relax.VirtualMachine(tvm.compile(after, "llvm"), tvm.cpu())
+    assert np.array_equal(vm["main"](tvm.runtime.tensor(value)).numpy(), np.maximum(value, 0))
