@@ -29,7 +29,7 @@ and stays in that pair, which the correction resolves. The start error is larges
 ``n``, so ``isqrt_iterations(start_bits, lowest)`` is the step count at which ``e * 2**start_bits``
 (>= ``c - sqrt(n)``) falls below 1/2 for ``n = lowest``. A caller that normalises ``n`` into
 ``[4**(start_bits-1), 4**start_bits)`` (``e <= 1``) needs 4 steps for start_bits = 15; an
-un-normalised 62-bit ``n`` from ``2**31`` needs ~36.
+un-normalised 62-bit ``n`` from ``2**31`` needs 35.
 
 Base-4 exponent: ``floor(log4(v)) = #{k >= 1 : v >= 4**k}``, independent compares (no
 count-leading-zeros instruction, which neither TVM's C codegen nor every target has); one flat
