@@ -353,3 +353,41 @@ def test_sink_layout_permutes_round_trip_to_the_output():
     value = np.linspace(-1, 1, 24, dtype=np.float32).reshape(1, 2, 3, 4)
     vm = relax.VirtualMachine(tvm.compile(after, "llvm"), tvm.cpu())
     assert np.array_equal(vm["main"](tvm.runtime.tensor(value)).numpy(), np.maximum(value, 0))
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 6), st.integers(1, 6), st.integers(1, 2), st.sampled_from(["int8", "int16"]),
+       st.integers(0, 2**32 - 1))
+def test_fuzzed_depthwise_resize_pool_multiply_bit_exact(channels, height, width, stride, dtype, seed):
+    """Random shapes and values (with both extremes of the dtype) through four CNN ops: numpy == TVM llvm."""
+    rng = np.random.default_rng(seed)
+    lo, hi = (-128, 127) if dtype == "int8" else (-32768, 32767)
+    x = rng.integers(lo, hi + 1, size=(1, channels, height + 2, width + 2)).astype(dtype)
+    x.reshape(-1)[:2] = (lo, hi)
+    weight = rng.integers(-127, 128, size=(channels, 1, 3, 3)).astype(np.int8)
+    out_hw = (height - 1) // stride + 1, (width - 1) // stride + 1
+    ratio = rng.uniform(2.0**-20, 2.0**-8, size=(1, channels, 1, 1))
+    conv = make(ip.Conv2d, (1, channels, *out_hw), "int16", weight=weight, groups=channels,
+                bias=rng.integers(-2**20, 2**20, size=channels).astype(np.int32), strides=(stride, stride),
+                dyadic=Dyadic.from_ratio(ratio))
+    taps = [cnn_ops.linear_taps(n, 2 * n + 1, "half_pixel") for n in out_hw]
+    resize = make(cnn_ops.BilinearResize, (1, channels, 2 * out_hw[0] + 1, 2 * out_hw[1] + 1), dtype,
+                  taps_h=taps[0], taps_w=taps[1], dyadic=Dyadic.from_ratio(rng.uniform(2.0**-15, 2.0**-13)))
+    pool = make(cnn_ops.GlobalAvgPool, (1, channels, 1, 1), "int8", pixels=x.shape[2] * x.shape[3],
+                dyadic=Dyadic.from_ratio(rng.uniform(0.001, 1.0) / (x.shape[2] * x.shape[3])))
+    multiply = make(cnn_ops.Multiply, x.shape, dtype, dyadic=Dyadic.from_ratio(rng.uniform(0.001, 1.0)))
+    y = conv.reference(x)
+    gate = pool.reference(x)
+    want = [y, resize.reference(y), gate, multiply.reference(x, gate)]
+
+    bb = relax.BlockBuilder()  # one module for the four ops: one compilation per example
+    data = relax.Var("x", relax.TensorType(x.shape, dtype))
+    with bb.function("main", [data]):
+        with bb.dataflow():
+            conv_out, pool_out = conv.emit(bb, data), pool.emit(bb, data)
+            outs = [conv_out, resize.emit(bb, conv_out), pool_out, multiply.emit(bb, data, pool_out)]
+            result = bb.emit_output(relax.Tuple(outs))
+        bb.emit_func_output(result)
+    got = relax.VirtualMachine(tvm.compile(bb.get(), "llvm"), tvm.cpu())["main"](tvm.runtime.tensor(x))
+    for g, w in zip(got, want):
+        assert g.numpy().dtype == w.dtype and np.array_equal(g.numpy(), w)
