@@ -6,7 +6,8 @@
 1. :func:`selfie_float_module`: weights bound, convolutions NCHW, the input made the raw uint8 image
    (``x / 255`` in NCHW, folded into the first convolution by ``FoldInputNormalization``) and the
    NHWC regions between the convolutions kept in NCHW (:mod:`sink_layout_permutes`);
-2. ``calibrate`` -> ``integerize`` -> ``verify_integer_only``, as for the Segmenter.
+2. ``calibrate`` -> ``integerize`` -> ``verify_integer_only``, as for the Segmenter, with int16 activations
+   (int8 per-tensor activations lose the model: see docs/passes.md) and bias correction by default.
 
 The integer module maps the uint8 image [1,256,256,3] to a **uint8 probability map** [1,256,256,1]
 (``round(255 * sigmoid)``, an integer lookup table of the int8 logit): person mask = ``p >= 128``,
