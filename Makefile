@@ -1,7 +1,7 @@
 PYTHON ?= python3
 TARGET ?= cortex-m55
 
-.PHONY: setup demo test
+.PHONY: setup demo test accuracy
 
 setup:
 	@bash scripts/setup.sh
@@ -11,3 +11,6 @@ demo: setup
 
 test: setup
 	$(PYTHON) -m pytest -q
+
+accuracy: setup
+	$(PYTHON) -m relax_passes.benchmark

@@ -24,8 +24,8 @@ PYTHON=${PYTHON:-python3}
 stamp=.cache/setup-pip.stamp
 mkdir -p .cache
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "[setup] pip install -e .[dev,train]"
-    "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[dev,train]"
+    echo "[setup] pip install -e .[dev,train,peers]"
+    "$PYTHON" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[dev,train,peers]"
     touch "$stamp"
 else
     echo "[setup] python packages up to date (pyproject.toml unchanged since last install)"

@@ -1,8 +1,7 @@
 """The TFLite full-int8 peer of the accuracy benchmark: the TensorFlow port reproduces torch, the converted
 model is int8 in every op, and the benchmark reports the peer as skipped (not a crash) without TensorFlow.
 
-The TensorFlow tests need the `peers` extra (tensorflow-cpu, 1.3 GB), which `make setup` / CI do not install:
-they are skipped there (shown by pytest -ra) and run with `pip install -e .[peers]`."""
+The TensorFlow tests need the `peers` extra (tensorflow-cpu, 1.3 GB), which `make setup` (and so CI) installs."""
 import numpy as np
 import pytest
 
@@ -15,7 +14,6 @@ MATMUL_OPS = {"CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"}
 
 @pytest.fixture(scope="module")
 def reference():
-    pytest.importorskip("tensorflow")
     from segmenter.model import load_reference
 
     return load_reference()
