@@ -98,6 +98,44 @@ ISEG_INLINE void dsp_s8_loop(const int R, const int C, const int8_t *pa, const i
 }
 #endif
 
+/* dsp_s8_loop for a 2x2 tile with one stride: 4 loads, 8 SXTB16 and 8 SMLAD per 16 MACs, register-allocated by
+ * hand (GCC's allocation of the C loop spills the stride). B's words are split first (b0, b1 even/odd), then
+ * row 1 of A and row 0 (whose load steps the pointer). */
+ISEG_INLINE void dsp_s8_loop_2x2(const int8_t *pa, const int8_t *pb, int32_t stride, const int8_t *end,
+                                 int32_t acc[4][4])
+{
+    int32_t c00 = acc[0][0], c01 = acc[0][1], c10 = acc[1][0], c11 = acc[1][1];
+    for (int32_t groups = (int32_t)(end - pa) >> 2; groups > 0; groups--) { /* a counted loop: DLS/LE */
+        uint32_t b0e, b0o, b1e, b1o, ae, ao;
+        __asm__("ldr    %[b1o], [%[pb], %[stride]]\n\t"
+                "ldr    %[b0o], [%[pb]], #4\n\t"
+                "sxtb16 %[b1e], %[b1o]\n\t"
+                "sxtb16 %[b1o], %[b1o], ror #8\n\t"
+                "sxtb16 %[b0e], %[b0o]\n\t"
+                "sxtb16 %[b0o], %[b0o], ror #8\n\t"
+                "ldr    %[ao], [%[pa], %[stride]]\n\t"
+                "sxtb16 %[ae], %[ao]\n\t"
+                "sxtb16 %[ao], %[ao], ror #8\n\t"
+                "smlad  %[c10], %[ae], %[b0e], %[c10]\n\t"
+                "smlad  %[c11], %[ae], %[b1e], %[c11]\n\t"
+                "smlad  %[c10], %[ao], %[b0o], %[c10]\n\t"
+                "smlad  %[c11], %[ao], %[b1o], %[c11]\n\t"
+                "ldr    %[ao], [%[pa]], #4\n\t"
+                "sxtb16 %[ae], %[ao]\n\t"
+                "sxtb16 %[ao], %[ao], ror #8\n\t"
+                "smlad  %[c00], %[ae], %[b0e], %[c00]\n\t"
+                "smlad  %[c01], %[ae], %[b1e], %[c01]\n\t"
+                "smlad  %[c00], %[ao], %[b0o], %[c00]\n\t"
+                "smlad  %[c01], %[ao], %[b1o], %[c01]"
+                : [pa] "+r"(pa), [pb] "+r"(pb), [c00] "+r"(c00), [c01] "+r"(c01), [c10] "+r"(c10), [c11] "+r"(c11),
+                  [b0e] "=&r"(b0e), [b0o] "=&r"(b0o), [b1e] "=&r"(b1e), [b1o] "=&r"(b1o), [ae] "=&r"(ae),
+                  [ao] "=&r"(ao)
+                : [stride] "r"(stride)
+                : "memory");
+    }
+    acc[0][0] = c00, acc[0][1] = c01, acc[1][0] = c10, acc[1][1] = c11;
+}
+
 ISEG_INLINE void gemm_s8_s8(const int R, const int C, const int8_t *a, int32_t lda, const int8_t *b, int32_t ldb,
                             int32_t *c, int32_t ldc, int32_t k)
 {
@@ -110,7 +148,9 @@ ISEG_INLINE void gemm_s8_s8(const int R, const int C, const int8_t *a, int32_t l
 #if defined(__ARM_FEATURE_DSP)
     if (k >= 4) {
         kk = k & ~3;
-        if (lda == ldb) { /* the usual case (B packed with A's row length): one stride register for both */
+        if (R == 2 && C == 2 && lda == ldb) {
+            dsp_s8_loop_2x2(a, b, lda, a + kk, acc);
+        } else if (lda == ldb) { /* the usual case (B packed with A's row length): one stride register for both */
             dsp_s8_loop(R, C, a, b, lda, lda, a + kk, acc);
         } else {
             dsp_s8_loop(R, C, a, b, lda, ldb, a + kk, acc);
