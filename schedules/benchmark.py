@@ -155,9 +155,9 @@ def markdown(rows: list[dict], log_root: Path) -> str:
         verdict = row.get("no_more_than_cmsis")
         verdict = f"{'yes' if verdict['dsp'] else 'no'}, {'yes' if verdict['mve'] else 'no'}" if verdict else "-"
         lines.append(f"| {row['kernel']} | {row['macs']} | " + " | ".join(cells) + f" | {verdict} |")
-    lines += ["", "Cells: instructions per call (MACs per instruction). `*_micro_kernel`: the part of the tuned kernel's "
-              "instructions spent inside the GEMM micro-kernels (the MACs; the rest is B packing, the requantize "
-              "epilogue and loops)."]
+    lines += ["", "Cells: instructions per call (MACs per instruction). `*_micro_kernel`: the part of the tuned "
+              "kernel's instructions spent inside the GEMM micro-kernels (the MACs; the rest is B packing, the "
+              "requantize epilogue and loops)."]
     return "\n".join(lines) + "\n"
 
 
