@@ -12,6 +12,21 @@ Storage: ``m`` is kept as int32 and ``k`` as int8 (widened to int64 inside the k
 whose entries are all equal is kept as one scalar (a per-channel ratio that differs between channels
 only by powers of two therefore stores one int32 multiplier and an int8 shift per channel).
 
+High-word form (what ``emit_requantize`` emits for an int32 ``x`` when every ``k >= 33``, i.e. every
+ratio ``< 2**-2``): with ``P = x * m``, ``H = P >> 32`` (the high word of the 32x32->64 product: one
+SMULL/SMMUL on Arm, MULH on RISC-V), ``j = k - 32`` and ``r = 2**(k-33)``,
+
+    floor((P + 2**(k-1)) / 2**k) == (H + r) >> j      computed in int32.
+
+Proof: write ``P = H * 2**32 + L`` with ``0 <= L < 2**32``. As ``k >= 33``, ``2**(k-1) = r * 2**32``, so
+``P + 2**(k-1) = (H + r) * 2**32 + L`` and ``floor(((H + r) * 2**32 + L) / 2**32) = H + r``; nested floor
+division (``floor(floor(a / b) / c) == floor(a / (b * c))`` for integers, b, c > 0) gives
+``floor((P + 2**(k-1)) / 2**(32 + j)) = floor((H + r) / 2**j)``. No int32 overflow: ``|x| <= 2**31`` and
+``0 < m < 2**31`` give ``-2**30 <= H < 2**30``, and ``r <= 2**29`` (``k <= 62``), so ``|H + r| < 2**31``;
+``1 <= j <= 30``. The epilogue then is a 32-bit multiply-high, add, shift and clamp instead of 64-bit
+arithmetic; a ratio with some ``k <= 32`` (or an int64 ``x``) keeps the int64 form. Both forms compute exactly
+``requantize_reference``.
+
 ``requantize_reference`` is the numpy reference; ``emit_requantize`` writes the same
 arithmetic as Relax ops. Per-channel requantization passes array-valued ratios shaped to
 broadcast against the accumulator (e.g. ``(C,)`` for the last axis).
@@ -23,6 +38,7 @@ from tvm import relax
 
 MULTIPLIER_BITS = 31
 MAX_SHIFT = 62
+HIGH_WORD_MIN_SHIFT = 33  # from this shift on, the rounding term is in the product's high word
 
 DTYPE_RANGE = {
     "int8": (-128, 127),
@@ -83,18 +99,37 @@ def requantize_reference(x: np.ndarray, dyadic: Dyadic, dtype: str) -> np.ndarra
     return np.clip(acc >> shift, lo, hi).astype(dtype)
 
 
+def high_word_applies(x_dtype: str, dyadic: Dyadic) -> bool:
+    """Whether the int32 high-word form computes ``requantize_reference`` exactly (see the module docstring)."""
+    multiplier = dyadic.multiplier.astype(np.int64)
+    return (x_dtype == "int32" and bool(np.all(dyadic.shift.astype(np.int64) >= HIGH_WORD_MIN_SHIFT))
+            and bool(np.all(multiplier > 0)) and bool(np.all(multiplier < 2**MULTIPLIER_BITS)))
+
+
+def emit_rounding_shift(bb: relax.BlockBuilder, x: relax.Expr, shift: np.ndarray, dtype: str) -> relax.Var:
+    """``(x + 2**(shift-1)) >> shift`` in ``dtype``: immediates for a 0-d ``shift``; for an array, the rounding
+    term is computed in the kernel from the stored shifts (no second per-channel array)."""
+    if shift.ndim == 0:
+        amount = emit_widened(shift, dtype)
+        half = relax.const(np.array(1, dtype) << (shift.astype(dtype) - 1), dtype)
+    else:
+        amount = bb.emit(emit_widened(shift, dtype))
+        half = relax.op.left_shift(relax.const(1, dtype), relax.op.subtract(amount, relax.const(1, dtype)))
+    return bb.emit(relax.op.right_shift(bb.emit(relax.op.add(x, half)), amount))
+
+
 def emit_requantize(bb: relax.BlockBuilder, x: relax.Expr, dyadic: Dyadic, dtype: str) -> relax.Var:
-    """Emit the Relax ops of ``requantize_reference`` into ``bb``; returns the ``dtype`` result."""
+    """Emit the Relax ops of ``requantize_reference`` into ``bb`` (the int32 high-word form when it applies,
+    else int64 arithmetic); returns the ``dtype`` result."""
     lo, hi = DTYPE_RANGE[dtype]
-    wide = bb.emit(relax.op.astype(x, "int64"))
-    product = bb.emit(relax.op.multiply(wide, emit_widened(dyadic.multiplier, "int64")))
-    if dyadic.shift.ndim == 0:  # immediates
-        shift = emit_widened(dyadic.shift, "int64")
-        half = relax.const(np.int64(1) << (dyadic.shift.astype(np.int64) - 1), "int64")
-    else:  # the rounding term is computed in the kernel from the stored shifts: no third per-channel array
-        shift = bb.emit(emit_widened(dyadic.shift, "int64"))
-        half = relax.op.left_shift(relax.const(1, "int64"), relax.op.subtract(shift, relax.const(1, "int64")))
-    rounded = bb.emit(relax.op.add(product, half))
-    shifted = bb.emit(relax.op.right_shift(rounded, shift))
+    x = bb.normalize(x)
+    product = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(x, "int64")),
+                                        emit_widened(dyadic.multiplier, "int64")))
+    if high_word_applies(x.ty.dtype, dyadic):
+        high = bb.emit(relax.op.astype(relax.op.right_shift(product, relax.const(32, "int64")), "int32"))
+        shift = uniform_as_scalar((dyadic.shift.astype(np.int64) - 32).astype(np.int8))
+        shifted = emit_rounding_shift(bb, high, shift, "int32")
+    else:
+        shifted = emit_rounding_shift(bb, product, dyadic.shift, "int64")
     clamped = bb.emit(relax.op.clip(shifted, lo, hi))
     return bb.emit(relax.op.astype(clamped, dtype))

@@ -119,3 +119,47 @@ def test_dense_with_narrow_constants_is_bit_exact_and_deploys_them_narrow():
     program = lower_to_static_program(mod)
     stored = sorted((program.tensors[i].dtype, program.tensors[i].shape) for i in program.tensors_of_kind("const"))
     assert stored == [("int16", (6,)), ("int8", (6,)), ("int8", (16, 6))]  # bias, shifts, weight: nothing wider
+
+
+HIGH_WORD = Dyadic(np.array([2**30, 2**31 - 1, 1, 1518500250, 2**30 + 7, 123456789, 2**31 - 1, 987654321], np.int32),
+                   np.array([33, 33, 34, 40, 47, 55, 61, 62], np.int8))  # every k >= 33: the int32 high-word form
+MIXED = Dyadic(HIGH_WORD.multiplier, np.array([32, 33, 1, 40, 47, 55, 61, 62], np.int8))  # some k <= 32: int64
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(EXTREMES, INT32), st.integers(1, 2**31 - 1), st.integers(33, 62))
+def test_high_word_identity_holds_in_int32(x, m, k):
+    """floor((x*m + 2**(k-1)) / 2**k) == (H + 2**(k-33)) >> (k-32) with H = (x*m) >> 32, no int32 overflow."""
+    high = (x * m) >> 32
+    assert -(2**31) <= high + 2 ** (k - 33) < 2**31
+    assert (x * m + 2 ** (k - 1)) // 2**k == (high + 2 ** (k - 33)) >> (k - 32)
+
+
+def right_shift_dtypes(dyadic: Dyadic) -> set:
+    from relax_passes.intops.single_op import single_op_module
+    mod = single_op_module(lambda bb, x, d: emit_requantize(bb, x, d, "int8"), dyadic, (2, 8), "int32")
+    return {str(b.value.ty.dtype) for b in mod["main"].body.blocks[0].bindings
+            if isinstance(b.value, relax.Call) and b.value.op.name == "relax.right_shift"}
+
+
+def test_high_word_form_only_when_every_shift_is_at_least_33():
+    assert right_shift_dtypes(HIGH_WORD) == {"int32", "int64"}  # the product's >> 32, then the int32 rounding shift
+    assert right_shift_dtypes(Dyadic(HIGH_WORD.multiplier[:1].reshape(()), np.array(40, np.int8))) == {"int32",
+                                                                                                       "int64"}
+    assert right_shift_dtypes(MIXED) == {"int64"}
+
+
+@pytest.fixture(scope="module")
+def high_word_on_host():
+    return {(name, dtype): compile_single_op(lambda bb, x, d: emit_requantize(bb, x, d, dtype), dyadic, (4, 8), "int32")
+            for name, dyadic in (("high_word", HIGH_WORD), ("mixed", MIXED)) for dtype in ("int8", "int32")}
+
+
+@settings(max_examples=25, deadline=None)
+@given(hnp.arrays(np.int32, (4, 8), elements=st.one_of(EXTREMES, INT32, st.integers(-5000, 5000))),
+       st.sampled_from(["high_word", "mixed"]), st.sampled_from(["int8", "int32"]))
+def test_high_word_requantize_bit_exact(high_word_on_host, x, name, dtype):
+    dyadic = HIGH_WORD if name == "high_word" else MIXED
+    reference = requantize_reference(x, dyadic, dtype)
+    np.testing.assert_array_equal(reference, exact_requantize(x, dyadic, dtype))
+    np.testing.assert_array_equal(high_word_on_host[(name, dtype)](x), reference)

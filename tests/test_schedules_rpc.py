@@ -18,7 +18,7 @@ def test_rpc_runner_matches_local_measurement(tmp_path):
     kit = FirmwareKit(get_board("cortex-m55"), case, tmp_path)
     good = apply_default_schedules(case.mod)
     text = good.script()
-    wrong = tvm.script.from_source(text.replace(">> T.int64(40)", ">> T.int64(38)"))
+    wrong = tvm.script.from_source(text.replace(">> T.int64(32)", ">> T.int64(31)"))
     target = tvm.target.Target({"kind": "c", "mcpu": "cortex-m55"})
     built = QemuBuilder(kit).build([ms.builder.BuilderInput(m, target) for m in (good, good, wrong)])
     tracker, servers = start_local_cluster(KEY, workers=2)
