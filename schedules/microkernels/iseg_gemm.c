@@ -20,6 +20,23 @@
 
 #define ISEG_INLINE static inline __attribute__((always_inline))
 
+/* The R x C accumulator tile: read from / written back to c (row stride ldc). */
+ISEG_INLINE void tile_load(const int R, const int C, const int32_t *c, int32_t ldc, int32_t acc[4][4])
+{
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int j = 0; j < C; j++) acc[r][j] = c[r * ldc + j];
+}
+
+ISEG_INLINE void tile_store(const int R, const int C, int32_t *c, int32_t ldc, int32_t acc[4][4])
+{
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int j = 0; j < C; j++) c[r * ldc + j] = acc[r][j];
+}
+
 #if defined(__ARM_FEATURE_MVE)
 
 #define ISEG_GEMM_MVE(NAME, T, LANES, VEC, LOAD, LOADZ, VCTP, MLA)                                          \
@@ -27,8 +44,7 @@
                           int32_t *c, int32_t ldc, int32_t k)                                                  \
     {                                                                                                          \
         int32_t acc[4][4];                                                                                     \
-        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                                    \
-        _Pragma("GCC unroll 4") for (int j = 0; j < C; j++) acc[r][j] = c[r * ldc + j];                        \
+        tile_load(R, C, c, ldc, acc);                                                                          \
         int32_t kk = 0;                                                                                        \
         for (; kk + LANES <= k; kk += LANES) {                                                                 \
             VEC vb[4];                                                                                         \
@@ -47,13 +63,20 @@
                 _Pragma("GCC unroll 4") for (int j = 0; j < C; j++) acc[r][j] = MLA(acc[r][j], va, vb[j]);     \
             }                                                                                                  \
         }                                                                                                      \
-        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                                    \
-        _Pragma("GCC unroll 4") for (int j = 0; j < C; j++) c[r * ldc + j] = acc[r][j];                        \
+        tile_store(R, C, c, ldc, acc);                                                                         \
     }
 ISEG_GEMM_MVE(gemm_s8_s8, int8_t, 16, int8x16_t, vld1q_s8, vld1q_z_s8, vctp8q, vmladavaq_s8)
 ISEG_GEMM_MVE(gemm_s16_s16, int16_t, 8, int16x8_t, vld1q_s16, vld1q_z_s16, vctp16q, vmladavaq_s16)
 
 #else
+
+/* acc += A x B^T over the k columns from kk on, one MAC at a time (what the SIMD loop left over). */
+#define ISEG_TAIL_MACS(R, C, a, lda, b, ldb, kk, k, acc)                                                       \
+    for (; kk < k; kk++) {                                                                                     \
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                                    \
+        _Pragma("GCC unroll 4") for (int j = 0; j < C; j++)                                                    \
+            acc[r][j] += (int32_t)a[r * lda + kk] * (int32_t)b[j * ldb + kk];                                  \
+    }
 
 ISEG_INLINE uint32_t load32(const void *p) /* unaligned 32-bit load */
 {
@@ -140,10 +163,7 @@ ISEG_INLINE void gemm_s8_s8(const int R, const int C, const int8_t *a, int32_t l
                             int32_t *c, int32_t ldc, int32_t k)
 {
     int32_t acc[4][4];
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int j = 0; j < C; j++) acc[r][j] = c[r * ldc + j];
+    tile_load(R, C, c, ldc, acc);
     int32_t kk = 0;
 #if defined(__ARM_FEATURE_DSP)
     if (k >= 4) {
@@ -157,16 +177,8 @@ ISEG_INLINE void gemm_s8_s8(const int R, const int C, const int8_t *a, int32_t l
         }
     }
 #endif
-    for (; kk < k; kk++) {
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-            for (int j = 0; j < C; j++) acc[r][j] += (int32_t)a[r * lda + kk] * (int32_t)b[j * ldb + kk];
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int j = 0; j < C; j++) c[r * ldc + j] = acc[r][j];
+    ISEG_TAIL_MACS(R, C, a, lda, b, ldb, kk, k, acc);
+    tile_store(R, C, c, ldc, acc);
 }
 
 #if defined(__ARM_FEATURE_DSP)
@@ -194,10 +206,7 @@ ISEG_INLINE void gemm_s16_s16(const int R, const int C, const int16_t *a, int32_
                               int32_t ldb, int32_t *c, int32_t ldc, int32_t k)
 {
     int32_t acc[4][4];
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int j = 0; j < C; j++) acc[r][j] = c[r * ldc + j];
+    tile_load(R, C, c, ldc, acc);
     int32_t kk = 0;
 #if defined(__ARM_FEATURE_DSP)
     if (k >= 2) {
@@ -209,16 +218,8 @@ ISEG_INLINE void gemm_s16_s16(const int R, const int C, const int16_t *a, int32_
         }
     }
 #endif
-    for (; kk < k; kk++) {
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-            for (int j = 0; j < C; j++) acc[r][j] += (int32_t)a[r * lda + kk] * (int32_t)b[j * ldb + kk];
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
-        for (int j = 0; j < C; j++) c[r * ldc + j] = acc[r][j];
+    ISEG_TAIL_MACS(R, C, a, lda, b, ldb, kk, k, acc);
+    tile_store(R, C, c, ldc, acc);
 }
 
 #endif
