@@ -205,6 +205,11 @@ class Integerizer:
                 return "int16"
         return self.activations
 
+    def output_type(self, name: str) -> tuple[str, float]:
+        """dtype (:meth:`wanted_dtype`) and calibrated scale of the requantized value standing for ``name``."""
+        dtype = self.wanted_dtype(name)
+        return dtype, self.scale_of(name, dtype)
+
     def weighted_input(self, value: IntValue) -> IntValue:
         """The input of a convolution (int8 x int8 weights, or int16 x int8 with ``activations="int16"``)."""
         keep = ("int8", "int16") if self.activations == "int16" else ("int8",)
@@ -306,7 +311,7 @@ class Integerizer:
             bias = bias - weight_error_shift(weight, q, w_scale, self.calibration.values[x.source], int(attrs.groups))
         acc_scale = x.qtype.scale * w_scale
         bias_q = quantize_bias(bias, acc_scale).astype(np.int64) + x.zero_point * q.astype(np.int64).sum((1, 2, 3))
-        dtype, out_scale = self._output_type(last)
+        dtype, out_scale = self._weighted_output_type(last)
         dyadic = Dyadic.from_ratio((acc_scale / out_scale).reshape(1, -1, 1, 1))
         value = self._add(ip.Conv2d, (x,), dtype, var.ty.shape, out_scale, source=last.name,
                           weight=q, strides=tuple(int(s) for s in attrs.strides),
@@ -315,14 +320,13 @@ class Integerizer:
         self.values[last.name] = value
         return value
 
-    def _output_type(self, last):
+    def _weighted_output_type(self, last):
         """dtype and scale of a weighted op's requantized output; a sole ReLU user lends its (>= 0) range:
         negatives saturate at the bottom of the range and the ReLU then clamps them to 0 (same result)."""
         users = self.users.get(last.name, [])
         if len(users) == 1 and users[0].value.op.name == "relax.nn.relu":
             return self.activations, self.scale_of(users[0].var.name, self.activations)
-        dtype = self.wanted_dtype(last.name)
-        return dtype, self.scale_of(last.name, dtype)
+        return self.output_type(last.name)
 
     def _conv2d_transpose(self, var, call):
         x, weight = self.values[call.args[0].name], self.const_of(call.args[1])
@@ -336,7 +340,7 @@ class Integerizer:
         q, w_scale = quantize_weight(weight, 1)
         last, bias = self._fuse_bias(var, 1, weight.shape[1])
         acc_scale = x.qtype.scale * w_scale
-        dtype, out_scale = self._output_type(last)
+        dtype, out_scale = self._weighted_output_type(last)
         value = self._add(cnn_ops.Conv2dTranspose, (x,), dtype, var.ty.shape, out_scale, source=last.name,
                           weight=q, bias=quantize_bias(bias, acc_scale), strides=tuple(int(s) for s in attrs.strides),
                           padding=tuple(int(p) for p in attrs.padding),
@@ -386,8 +390,7 @@ class Integerizer:
         self.fused.update(b.var.name for b in (clip, product, scaled))
         x = self.values[x_arg.name]
         scale = float(x.qtype.scale)
-        dtype = self.wanted_dtype(scaled.var.name)
-        out_scale = self.scale_of(scaled.var.name, dtype)
+        dtype, out_scale = self.output_type(scaled.var.name)
         self.values[scaled.var.name] = self._add(
             cnn_ops.HardSwish, (x,), dtype, x.qtype.shape, out_scale, source=scaled.var.name,
             three=int(round(3 / scale)), six=int(round(6 / scale)),
@@ -401,8 +404,7 @@ class Integerizer:
         if attrs.layout != "NCHW" or [int(p) for p in attrs.pool_size] != [height, width] \
                 or any(int(p) for p in attrs.padding):
             raise UserError(f"{var.name}: only global (pool = H x W, no padding) NCHW avg_pool2d is supported")
-        dtype = self.wanted_dtype(var.name)
-        out_scale = self.scale_of(var.name, dtype)
+        dtype, out_scale = self.output_type(var.name)
         return self._add(cnn_ops.GlobalAvgPool, (x,), dtype, var.ty.shape, out_scale, source=var.name,
                          pixels=height * width, dyadic=Dyadic.from_ratio(x.qtype.scale / (height * width * out_scale)))
 
@@ -416,8 +418,7 @@ class Integerizer:
             q, w_scale = quantize_weight(weight, 1)
             last, bias = self._fuse_bias(var, -1, weight.shape[1])
             acc_scale = x.qtype.scale * w_scale
-            dtype = self.wanted_dtype(last.name)
-            out_scale = self.scale_of(last.name, dtype)
+            dtype, out_scale = self.output_type(last.name)
             bias_q = quantize_bias(bias, acc_scale).astype(np.int64) + x.zero_point * q.astype(np.int64).sum(0)
             dyadic = Dyadic.from_ratio(acc_scale / out_scale)
             value = self._add(ip.Dense, (x,), dtype, var.ty.shape, out_scale, source=last.name, weight=q,
@@ -433,8 +434,7 @@ class Integerizer:
         a, b = call.args
         if all(isinstance(self.values.get(getattr(v, "name", "")), IntValue) for v in (a, b)):
             a, b = (self.values[v.name] for v in (a, b))
-            dtype = self.wanted_dtype(var.name)
-            out_scale = self.scale_of(var.name, dtype)
+            dtype, out_scale = self.output_type(var.name)
             return self._add(cnn_ops.Multiply, (a, b), dtype, var.ty.shape, out_scale, source=var.name,
                              dyadic=Dyadic.from_ratio(a.qtype.scale * b.qtype.scale / out_scale))
         x, c = (self.values.get(a.name), self.const_of(b)) if isinstance(a, relax.Var) else (None, None)
@@ -447,8 +447,7 @@ class Integerizer:
 
     def _add_op(self, var, call):
         """Activations and constants alike: int8 constants (own scale) join as requantized operands."""
-        dtype = self.wanted_dtype(var.name)
-        out_scale = self.scale_of(var.name, dtype)
+        dtype, out_scale = self.output_type(var.name)
         operands = []
         for arg in call.args:
             const = self.const_of(arg)
@@ -470,8 +469,7 @@ class Integerizer:
         return self._add(ip.Constant, (), dtype, q.shape, scale, source=source, value=q)
 
     def _concat(self, var, call):
-        dtype = self.wanted_dtype(var.name)
-        out_scale = self.scale_of(var.name, dtype)
+        dtype, out_scale = self.output_type(var.name)
         parts = []
         for field in call.args[0].fields:
             const = self.const_of(field)
@@ -549,8 +547,7 @@ class Integerizer:
         mode = call.attrs.coordinate_transformation_mode
         out_shape = tuple(int(d) for d in var.ty.shape)
         taps = [cnn_ops.linear_taps(x.qtype.shape[a], out_shape[a], mode) for a in (2, 3)]
-        dtype = self.wanted_dtype(var.name)
-        out_scale = self.scale_of(var.name, dtype)
+        dtype, out_scale = self.output_type(var.name)
         ratio = x.qtype.scale / (2.0 ** (2 * cnn_ops.RESIZE_FRAC_BITS) * out_scale)
         return self._add(cnn_ops.BilinearResize, (x,), dtype, out_shape, out_scale, source=var.name,
                          taps_h=taps[0], taps_w=taps[1], dyadic=Dyadic.from_ratio(ratio))
