@@ -73,6 +73,16 @@ class Board:
 
 _ARM_QEMU = "qemu-system-arm"
 _RISCV_QEMU = "qemu-system-riscv32"
+# The Cortex-M55 boards share one machine (MPS3 AN547): ITCM code, 4 MiB SRAM data, QSPI weights.
+_MPS3_AN547 = dict(
+    arch="arm",
+    cc="arm-none-eabi-gcc",
+    qemu=_ARM_QEMU,
+    qemu_args=("-M", "mps3-an547"),
+    flash=Region(0x00000000, 512 * KIB),
+    ram=Region(0x21000000, 4 * MIB),
+    weights=Region(0x28000000, 8 * MIB),
+)
 
 BOARDS: dict[str, Board] = {
     board.name: board
@@ -80,46 +90,28 @@ BOARDS: dict[str, Board] = {
         Board(
             name="cortex-m55",
             description="Arm Cortex-M55, MPS3 AN547 (ITCM code, QSPI weights, SRAM data)",
-            arch="arm",
-            cc="arm-none-eabi-gcc",
             cflags=("-mcpu=cortex-m55+nofp+nomve", "-mfloat-abi=soft", "-mthumb"),
             fp_test_cflags=("-mcpu=cortex-m55", "-mfloat-abi=softfp", "-mthumb"),
-            qemu=_ARM_QEMU,
-            qemu_args=("-M", "mps3-an547"),
-            flash=Region(0x00000000, 512 * KIB),
-            ram=Region(0x21000000, 4 * MIB),
-            weights=Region(0x28000000, 8 * MIB),
+            **_MPS3_AN547,
         ),
         Board(
             name="cortex-m55-mve",
             description="Arm Cortex-M55 with integer MVE (Helium), MPS3 AN547; no floating point",
-            arch="arm",
-            cc="arm-none-eabi-gcc",
             # MVE only through the micro-kernels' intrinsics: GCC's auto-vectorizer would move int64 constants
             # through D registers (VLDR d), which the float-free proof rejects.
             cflags=("-mcpu=cortex-m55+nofp", "-mfloat-abi=softfp", "-mthumb", "-DISEG_ENABLE_CP10_CP11",
                     "-fno-tree-vectorize"),
             fp_test_cflags=("-mcpu=cortex-m55", "-mfloat-abi=softfp", "-mthumb", "-DISEG_ENABLE_CP10_CP11"),
-            qemu=_ARM_QEMU,
-            qemu_args=("-M", "mps3-an547"),
-            flash=Region(0x00000000, 512 * KIB),
-            ram=Region(0x21000000, 4 * MIB),
-            weights=Region(0x28000000, 8 * MIB),
             mve=True,
+            **_MPS3_AN547,
         ),
         Board(
             name="cortex-m55-fp",
             description="Arm Cortex-M55 with its FPU on (hard-float ABI), MPS3 AN547; fp32 comparison builds only",
-            arch="arm",
-            cc="arm-none-eabi-gcc",
             cflags=("-mcpu=cortex-m55+nomve", "-mfloat-abi=hard", "-mthumb", "-DISEG_ENABLE_CP10_CP11"),
             fp_test_cflags=("-mcpu=cortex-m55+nomve", "-mfloat-abi=hard", "-mthumb", "-DISEG_ENABLE_CP10_CP11"),
-            qemu=_ARM_QEMU,
-            qemu_args=("-M", "mps3-an547"),
-            flash=Region(0x00000000, 512 * KIB),
-            ram=Region(0x21000000, 4 * MIB),
-            weights=Region(0x28000000, 8 * MIB),
             fpu=True,
+            **_MPS3_AN547,
         ),
         Board(
             name="cortex-m4",
