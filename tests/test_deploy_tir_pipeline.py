@@ -31,20 +31,27 @@ def test_raw_pointer_params_structure():
     tvm.ir.assert_structural_equal(after["scale"], expected)
 
 
+def build_and_run(tmp_path, sources: dict[str, str]) -> str:
+    """Write ``sources`` (file name -> C text), build them with the host gcc (C99, warnings as errors), run, stdout."""
+    for name, text in sources.items():
+        (tmp_path / name).write_text(text)
+    exe = tmp_path / "program"
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", *(str(tmp_path / n) for n in sources),
+                    "-o", str(exe)], check=True)
+    return subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+
+
 def test_kernel_c_is_plain_c99_and_numerically_right(tmp_path):
     source = clean_kernel_source(kernels_to_c(tvm.IRModule({"scale": before})))
     assert "void scale(int8_t* A, int32_t* B)" in source
     for forbidden in ("TVMFFI", "TVMBackend", "math.h", "tvm/", "TVM_DLL"):
         assert forbidden not in source
-    (tmp_path / "kernel.c").write_text(source)
-    (tmp_path / "main.c").write_text(
-        "#include <stdio.h>\n#include <stdint.h>\nvoid scale(int8_t* A, int32_t* B);\n"
-        "int main(void) { int8_t a[4] = {-128, -1, 0, 127}; int32_t b[4];\n"
-        "  scale(a, b); printf(\"%d %d %d %d\\n\", b[0], b[1], b[2], b[3]); return 0; }\n")
-    exe = tmp_path / "scale"
-    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", str(tmp_path / "kernel.c"),
-                    str(tmp_path / "main.c"), "-o", str(exe)], check=True)
-    printed = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
+    printed = build_and_run(tmp_path, {
+        "kernel.c": source,
+        "main.c": "#include <stdio.h>\n#include <stdint.h>\nvoid scale(int8_t* A, int32_t* B);\n"
+                  "int main(void) { int8_t a[4] = {-128, -1, 0, 127}; int32_t b[4];\n"
+                  "  scale(a, b); printf(\"%d %d %d %d\\n\", b[0], b[1], b[2], b[3]); return 0; }\n",
+    }).split()
     np.testing.assert_array_equal(np.array(printed, int), np.array([-128, -1, 0, 127]) * 3 - 1)
 
 
@@ -62,13 +69,11 @@ MY_DOT = ("#include <stdint.h>\nint32_t my_dot_s8(const int8_t *a, const int8_t 
 def test_extern_micro_kernel_call_links_with_its_source(tmp_path):
     source = clean_kernel_source(kernels_to_c(tvm.IRModule({"dot": calls_extern})))
     assert "my_dot_s8((&(A[0])), (&(B[0])), 8, 0)" in source
-    (tmp_path / "kernel.c").write_text(source)
-    (tmp_path / "my_dot.c").write_text(MY_DOT)
-    (tmp_path / "main.c").write_text(
-        "#include <stdio.h>\n#include <stdint.h>\nvoid dot(int8_t* A, int8_t* B, int32_t* C);\n"
-        "int main(void) { int8_t a[8] = {1, 2, 3, 4, 5, 6, 7, -8}, b[8] = {1, 1, 1, 1, 1, 1, 1, 1}; int32_t c;\n"
-        "  dot(a, b, &c); printf(\"%d\\n\", c); return 0; }\n")
-    exe = tmp_path / "dot"
-    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", *[str(tmp_path / f) for f in
-                    ("kernel.c", "my_dot.c", "main.c")], "-o", str(exe)], check=True)
-    assert subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.strip() == "20"
+    printed = build_and_run(tmp_path, {
+        "kernel.c": source,
+        "my_dot.c": MY_DOT,
+        "main.c": "#include <stdio.h>\n#include <stdint.h>\nvoid dot(int8_t* A, int8_t* B, int32_t* C);\n"
+                  "int main(void) { int8_t a[8] = {1, 2, 3, 4, 5, 6, 7, -8}, b[8] = {1, 1, 1, 1, 1, 1, 1, 1};\n"
+                  "  int32_t c; dot(a, b, &c); printf(\"%d\\n\", c); return 0; }\n",
+    })
+    assert printed.strip() == "20"
