@@ -6,7 +6,8 @@ packed-ABI function that needs the TVM runtime. This pipeline keeps the default 
 * ``MakePackedAPI`` is replaced by :func:`RawPointerParams`: each buffer parameter becomes its data
   pointer (``int8_t* x``) and the buffer is re-declared on it;
 * ``LowerTVMBuiltin`` is dropped (no ``TVMBackendAllocWorkspace``: kernel intermediates stay stack arrays);
-* loops are not vectorized and asserts are disabled (``tirx.disable_assert``).
+* loops are not vectorized and asserts are disabled (``tirx.disable_assert``);
+* saturating clamps become one saturate instruction (:mod:`deploy.saturating_clamp`).
 
 ``kernels_to_c(mod, target)`` returns the C source of all kernels, stripped of TVM includes and ``<math.h>``.
 """
@@ -15,6 +16,8 @@ import re
 import tvm
 from tvm import s_tir, tirx
 from tvm.tirx import compilation_pipeline
+
+from deploy.saturating_clamp import SaturatingClamp
 
 PIPELINE_NAME = "isegmenter_bare_metal"
 
@@ -35,7 +38,7 @@ def RawPointerParams(func: tirx.PrimFunc, _mod, _ctx) -> tirx.PrimFunc:
 
 
 def _bare_metal_pipeline():
-    """The ``s_tir`` pipeline's passes, with the three bare-metal changes listed in the module docstring."""
+    """The ``s_tir`` pipeline's passes, with the bare-metal changes listed in the module docstring."""
     _, _, finalize_device = compilation_pipeline.get_tir_pipeline("s_tir")
 
     @tvm.transform.module_pass(opt_level=0, name="BareMetalTIRPipeline")
@@ -56,6 +59,7 @@ def _bare_metal_pipeline():
             tirx.transform.UnrollLoop(),
             tirx.transform.StmtSimplify(),
             tirx.transform.RemoveNoOp(),
+            SaturatingClamp,
             tirx.transform.CommonSubexprElim(),
             tirx.transform.VerifyMemory(),
             RawPointerParams,
