@@ -66,13 +66,27 @@ def compute_at_consumers(sch: s_tir.Schedule, func_name: str, params) -> None:
         if (_writes_param(sch, block_rv, params) or len(consumers) != 1 or not _is_spatial(sch, block_rv)
                 or not _is_spatial(sch, consumers[0])):
             continue
-        # Deep enough to shrink the producer to one element, no deeper (a per-row value stays per row).
+        # Deep enough to shrink the producer to one element, no deeper (a per-row value stays per row): under
+        # the consumer loop that closes as many non-unit loops as the producer has non-unit iteration variables.
         varying = sum(int(iv.dom.extent) > 1 for iv in sch.get(block_rv).iter_vars)
         loops = sch.get_loops(consumers[0])
         try:
-            sch.compute_at(block_rv, loops[min(max(varying, 1), len(loops)) - 1])
+            sch.compute_at(block_rv, loops[_loop_index_after(sch, loops, varying)])
         except s_tir.ScheduleError:
             continue
+
+
+def _loop_index_after(sch: s_tir.Schedule, loops, non_unit: int) -> int:
+    """Index of the loop of ``loops`` that closes the first ``non_unit`` non-unit loops (the last loop if there
+    are fewer; the first loop for ``non_unit == 0``)."""
+    if non_unit == 0:
+        return 0
+    seen = 0
+    for index, loop in enumerate(loops):
+        seen += int(sch.get(loop).extent) > 1
+        if seen == non_unit:
+            return index
+    return len(loops) - 1
 
 
 def _spatial_depth(sch: s_tir.Schedule, block_rv) -> int:
