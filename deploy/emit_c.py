@@ -51,14 +51,26 @@ def c_type(dtype: str) -> str:
     return C_TYPES[dtype]
 
 
-def clean_kernel_source(source: str, floating: bool = False) -> str:
+_EXTERN_DECLARATION = re.compile(r"^void \w+\((?:void\*|int32_t)(?:, (?:void\*|int32_t))*\);\n", re.MULTILINE)
+
+
+def clean_kernel_source(source: str, floating: bool = False, headers: tuple[str, ...] = ()) -> str:
     """The codegen's C with TVM's export macros, C++ guards and globals removed.
 
-    Extern micro-kernels (``T.call_extern``) keep the declaration the codegen writes for them."""
+    Extern micro-kernels (``T.call_extern``) keep the declaration the codegen writes for them, unless they come
+    from ``headers`` (header-only micro-kernels, included first so that they inline into the kernels)."""
     for pattern in _CODEGEN_NOISE:
         source = pattern.sub("", source)
     source = source.replace("TVM_DLL ", "")
-    return prelude(floating) + re.sub(r"\n{3,}", "\n\n", source)
+    if headers:
+        source = _EXTERN_DECLARATION.sub("", source)
+    includes = "".join(f'#include "{header}"\n' for header in headers)
+    return includes + prelude(floating) + re.sub(r"\n{3,}", "\n\n", source)
+
+
+def headers_of(sources: dict[str, str] | None) -> tuple[str, ...]:
+    """The header files among shipped extern sources (micro-kernels the kernels include)."""
+    return tuple(name for name in (sources or {}) if name.endswith(".h"))
 
 
 def array_literal(values: np.ndarray) -> str:
@@ -132,7 +144,8 @@ def emit_sources(program: StaticProgram, plan: ArenaPlan, mcpu: str = "",
     """File name -> C source of the deployable library for ``program`` with arena ``plan``.
 
     ``extern_sources``: micro-kernels called by tensorized kernels, shipped alongside."""
-    kernel_source = clean_kernel_source(kernels_to_c(program.kernels, mcpu), is_floating(program))
+    kernel_source = clean_kernel_source(kernels_to_c(program.kernels, mcpu), is_floating(program),
+                                        headers_of(extern_sources))
     return {
         "isegmenter.h": emit_header(program, plan),
         "isegmenter.c": emit_executor(program, plan, kernel_source),

@@ -26,10 +26,9 @@ from tqdm import tqdm
 
 from common.errors import UserError
 from common.paths import BUILD_DIR, CACHE_DIR
-from deploy import measure as deploy_measure
 from deploy.schedule import apply_default_schedules
 from schedules.kernels import KERNELS, KernelCase, kernel_case
-from schedules.measure import CALLS_PER_RUN, KERNEL_SYMBOL, FirmwareKit, measure_module, measure_source
+from schedules.measure import KERNEL_SYMBOL, FirmwareKit, measure_module, measure_source
 from schedules.tensorize import microkernel_sources
 from schedules.tune import COMMITTED_LOGS, BUILTIN_MODEL
 from schedules.tuning_log import apply_tuning_log
@@ -104,14 +103,6 @@ def measure_cmsis(case: KernelCase, board, mve: bool, directory: Path) -> int:
     return measure_source(kit, _CMSIS_WRAPPER.format(symbol=KERNEL_SYMBOL, m=m, k=k, n=n))
 
 
-def micro_kernel_instructions(kit: FirmwareKit) -> int | None:
-    """Instructions per call spent inside the GEMM micro-kernels in the last firmware ``kit`` measured."""
-    elf = max(kit.directory.glob("fixed_*/firmware.elf"), key=lambda path: path.stat().st_mtime)
-    per_symbol = deploy_measure.instructions_per_symbol(kit.board, elf, elf.with_name("firmware.insn_counts.txt"))
-    inside = sum(n for symbol, n in per_symbol.items() if symbol.startswith("iseg_gemm_"))
-    return inside // CALLS_PER_RUN or None
-
-
 def benchmark(log_root: Path) -> list[dict]:
     board, mve = get_board(TARGET), get_board(f"{TARGET}-mve")
     rows = []
@@ -126,7 +117,6 @@ def benchmark(log_root: Path) -> list[dict]:
                 tuned, names = apply_tuning_log(case.mod, target.name, log_root / target.name)
                 kit = FirmwareKit(target, case, scratch / f"{name}_{column}", microkernel_sources())
                 row[column] = measure_module(kit, tuned) if names else None
-                row[f"{column}_micro_kernel"] = micro_kernel_instructions(kit) if names else None
             if name in MATMULS:
                 row["cmsis_q7"] = measure_cmsis(case, board, False, scratch / f"{name}_cmsis")
                 row["cmsis_q7_mve"] = measure_cmsis(case, mve, True, scratch / f"{name}_cmsis_mve")
@@ -137,8 +127,7 @@ def benchmark(log_root: Path) -> list[dict]:
     return rows
 
 
-COLUMNS = ("default", "tuned", "tuned_micro_kernel", "tuned_mve", "tuned_mve_micro_kernel", "cmsis_q7",
-           "cmsis_q7_mve")
+COLUMNS = ("default", "tuned", "tuned_mve", "cmsis_q7", "cmsis_q7_mve")
 
 
 def markdown(rows: list[dict], log_root: Path) -> str:
@@ -155,9 +144,7 @@ def markdown(rows: list[dict], log_root: Path) -> str:
         verdict = row.get("no_more_than_cmsis")
         verdict = f"{'yes' if verdict['dsp'] else 'no'}, {'yes' if verdict['mve'] else 'no'}" if verdict else "-"
         lines.append(f"| {row['kernel']} | {row['macs']} | " + " | ".join(cells) + f" | {verdict} |")
-    lines += ["", "Cells: instructions per call (MACs per instruction). `*_micro_kernel`: the part of the tuned "
-              "kernel's instructions spent inside the GEMM micro-kernels (the MACs; the rest is B packing, the "
-              "requantize epilogue and loops)."]
+    lines += ["", "Cells: instructions per call (MACs per instruction), GEMM micro-kernels inlined into the kernel."]
     return "\n".join(lines) + "\n"
 
 

@@ -24,7 +24,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from deploy import measure as deploy_measure
-from deploy.emit_c import PRELUDE, array_literal, c_type, clean_kernel_source
+from deploy.emit_c import PRELUDE, array_literal, c_type, clean_kernel_source, headers_of
 from deploy.project import board_cflags
 from deploy.qemu import qemu_command
 from deploy.tir_pipeline import kernels_to_c
@@ -74,11 +74,12 @@ def mcpu_of(board: Board) -> str:
     return flag.removeprefix("-mcpu=").split("+")[0]
 
 
-def candidate_c_source(mod: tvm.IRModule, mcpu: str) -> str:
-    """The candidate's single PrimFunc as C99, renamed to ``KERNEL_SYMBOL``."""
+def candidate_c_source(mod: tvm.IRModule, mcpu: str, headers: tuple[str, ...] = ()) -> str:
+    """The candidate's single PrimFunc as C99, renamed to ``KERNEL_SYMBOL`` (including the micro-kernel
+    ``headers``)."""
     func, = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
     renamed = tvm.IRModule({KERNEL_SYMBOL: func.with_attr("global_symbol", KERNEL_SYMBOL)})
-    return clean_kernel_source(kernels_to_c(renamed, mcpu))
+    return clean_kernel_source(kernels_to_c(renamed, mcpu), headers=headers)
 
 
 def harness_source(case: KernelCase, prototype: str) -> str:
@@ -95,7 +96,8 @@ def harness_source(case: KernelCase, prototype: str) -> str:
 class FirmwareKit:
     """The parts of every candidate's firmware that do not change: harness + startup objects, linker script.
 
-    ``extra_sources`` are C files compiled into every candidate (the tensorization micro-kernels).
+    ``extra_sources`` are files of every candidate: C files compiled into it, headers (the tensorization
+    micro-kernels) that its kernel source includes.
     """
 
     def __init__(self, board: Board, case: KernelCase, directory: Path, extra_sources: dict[str, str] | None = None,
@@ -108,6 +110,7 @@ class FirmwareKit:
         self.extra_sources = extra_sources or {}
         for name, text in self.extra_sources.items():
             (self.directory / name).write_text(text)
+        self.headers = headers_of(self.extra_sources)
         self.prototype = None  # set from the first candidate's C (all candidates share the signature)
         self.objects: list[Path] = []
         self.harness_symbols: set[str] = set()  # functions of the harness and startup: not the kernel's cost
@@ -124,7 +127,8 @@ class FirmwareKit:
         self.prototype = prototype
         harness = self.directory / "harness.c"
         harness.write_text(harness_source(self.case, prototype))
-        sources = [harness, *self.board.startup_sources, *(self.directory / n for n in self.extra_sources)]
+        sources = [harness, *self.board.startup_sources,
+                   *(self.directory / n for n in self.extra_sources if n not in self.headers)]
         self.objects = [self._compile(Path(source)) for source in sources]
         self.harness_symbols = set()
         for obj in self.objects[: 1 + len(self.board.startup_sources)]:
@@ -167,7 +171,7 @@ class QemuBuilder(ms.builder.PyBuilder):
         jobs, results = [], [None] * len(build_inputs)
         for i, build_input in enumerate(build_inputs):
             try:
-                source = candidate_c_source(build_input.mod, mcpu)
+                source = candidate_c_source(build_input.mod, mcpu, self.kit.headers)
                 self.kit.prepare(_PROTOTYPE.search(source).group(0))
             except Exception as error:  # noqa: BLE001 - a failing candidate is a result, not a crash
                 results[i] = ms.builder.BuilderResult(None, f"C codegen failed: {error}")
@@ -251,7 +255,7 @@ class QemuRunner(ms.runner.PyRunner):
 
 def measure_module(kit: FirmwareKit, mod: tvm.IRModule) -> int:
     """Instructions per call of an already-scheduled kernel module (e.g. the deploy default schedule)."""
-    return measure_source(kit, candidate_c_source(mod, mcpu_of(kit.board)))
+    return measure_source(kit, candidate_c_source(mod, mcpu_of(kit.board), kit.headers))
 
 
 def measure_source(kit: FirmwareKit, source: str) -> int:

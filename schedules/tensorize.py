@@ -3,9 +3,9 @@
 The tensor intrinsic ``iseg_gemm_<a>_<b>_<R>x<C>_k<K>``: its description is an ``R x C`` int32 output tile
 over a length-``K`` reduction, ``C[i, j] += int32(A[i, k]) * int32(B[j, k])`` with int8 or int16 operands,
 ``A`` rows and ``B`` columns contiguous (any row stride); its implementation one ``T.call_extern`` of
-``iseg_gemm_<a>_<b>_<R>x<C>(A, lda, B, ldb, C, ldc, K)`` from ``schedules/microkernels/iseg_gemm.c`` (MVE
-``VMLADAVA``, DSP ``SMLAD``/``SXTB16`` or plain C, picked by the compiler's feature macros). That file is
-emitted next to the generated kernels.
+``iseg_gemm_<a>_<b>_<R>x<C>(A, lda, B, ldb, C, ldc, K)`` from ``schedules/microkernels/iseg_gemm.h`` (MVE
+``VMLADAVA``, DSP ``SMLAD``/``SXTB16`` or plain C, picked by the compiler's feature macros). That header is
+emitted next to the generated kernels, which include it: every tile call is inlined.
 
 :func:`schedule_gemm` rewrites a fused ``[..., M, K] x [..., K, N]`` kernel for one tile shape: elementwise
 producers/consumers inlined, ``B`` packed once per call (per batch) into ``[..., N, K]``, the output tiled
@@ -24,9 +24,9 @@ from tvm.script import tirx as T
 
 from deploy.schedule import compute_at_consumers, inline_all
 
-MICROKERNEL = Path(__file__).resolve().parent / "microkernels" / "iseg_gemm.c"
+MICROKERNEL = Path(__file__).resolve().parent / "microkernels" / "iseg_gemm.h"
 OPERAND_TYPES = {"int8": "s8", "int16": "s16"}
-# Tile shapes (rows x columns of the output) that iseg_gemm.c exports; keep in sync with ISEG_GEMM_TILES.
+# Tile shapes (rows x columns of the output) that iseg_gemm.h defines; keep in sync with ISEG_GEMM_TILES.
 # Larger tiles run out of core registers (GCC then spills to S registers: not float-free on the MVE board);
 # a tile with one row or column would lose its unit loop before tensorize could match it.
 TILES = ((2, 2), (2, 3), (3, 2), (2, 4), (4, 2))
@@ -35,7 +35,7 @@ UNROLL_STEPS = [0, 16, 64]
 
 
 def microkernel_sources() -> dict[str, str]:
-    """File name -> source of the micro-kernels a tensorized kernel calls (emit them with the kernels)."""
+    """File name -> source of the micro-kernels a tensorized kernel calls (a header: emit it with the kernels)."""
     return {MICROKERNEL.name: MICROKERNEL.read_text()}
 
 

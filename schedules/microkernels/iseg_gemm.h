@@ -1,4 +1,4 @@
-/* Register-blocked GEMM micro-kernels called by tensorized kernels (schedules.tensorize):
+/* Register-blocked GEMM micro-kernels called by tensorized kernels (schedules.tensorize), header-only:
  *     c[r * ldc + j] += sum_{kk < k} a[r * lda + kk] * b[j * ldb + kk]     for r < R, j < C
  * i.e. an R x C int32 output tile over a K reduction, with A row-major and B packed column-major (each
  * output column's operands contiguous, as the tensorized kernel packs it once per call). Exact int32
@@ -8,7 +8,11 @@
  *   DSP (M4/M7/M33/M55):         SMLAD (2 MACs); int8 words sign-extended pairwise by SXTB16 (both operands
  *                                the same way, so the lane pairing matches), int16 words go straight in;
  *   otherwise:                   plain C (RISC-V).
- * Loads are 32-bit/128-bit and may be unaligned (lda/ldb are element strides). Integer-only. */
+ * Loads are 32-bit/128-bit and may be unaligned (lda/ldb are element strides). Integer-only.
+ * The generated kernels include this header (deploy.emit_c) and every tile is always inlined into its call site:
+ * strides and k become constants, the accumulator tile stays in registers and no call is made per tile. */
+#ifndef ISEG_GEMM_H
+#define ISEG_GEMM_H
 #include <stdint.h>
 #if defined(__ARM_FEATURE_MVE)
 #include <arm_mve.h>
@@ -226,10 +230,8 @@ ISEG_INLINE void gemm_s16_s16(const int R, const int C, const int16_t *a, int32_
 
 /* The exported tiles (schedules.tensorize.TILES lists the same shapes). */
 #define ISEG_GEMM_TILE(AT, BT, TA, R, C)                                                                       \
-    void iseg_gemm_##AT##_##BT##_##R##x##C(const TA *a, int32_t lda, const TA *b, int32_t ldb, int32_t *c,     \
-                                           int32_t ldc, int32_t k);                                            \
-    void iseg_gemm_##AT##_##BT##_##R##x##C(const TA *a, int32_t lda, const TA *b, int32_t ldb, int32_t *c,     \
-                                           int32_t ldc, int32_t k)                                             \
+    ISEG_INLINE void iseg_gemm_##AT##_##BT##_##R##x##C(const TA *a, int32_t lda, const TA *b, int32_t ldb,     \
+                                                       int32_t *c, int32_t ldc, int32_t k)                     \
     {                                                                                                          \
         gemm_##AT##_##BT(R, C, a, lda, b, ldb, c, ldc, k);                                                     \
     }
@@ -241,3 +243,5 @@ ISEG_INLINE void gemm_s16_s16(const int R, const int C, const int16_t *a, int32_
     ISEG_GEMM_TILE(AT, BT, TA, 4, 2)
 ISEG_GEMM_TILES(s8, s8, int8_t)
 ISEG_GEMM_TILES(s16, s16, int16_t)
+
+#endif /* ISEG_GEMM_H */
