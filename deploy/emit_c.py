@@ -13,6 +13,7 @@ import numpy as np
 
 from deploy.lower import StaticProgram, Tensor
 from deploy.memory_plan import ALIGNMENT, ArenaPlan
+from deploy.high_word_sum import HIGH_WORD_SUM
 from deploy.saturating_clamp import SATURATE_MACROS
 from deploy.tir_pipeline import kernels_to_c
 
@@ -21,9 +22,10 @@ C_TYPES = {
     "int32": "int32_t", "uint32": "uint32_t", "int64": "int64_t", "uint64": "uint64_t", "bool": "bool",
     "float32": "float",  # --precision fp32 only: integer programs are rejected by lower() before they get here
 }
-PRELUDE = "#include <stdbool.h>\n#include <stdint.h>\n" + SATURATE_MACROS + "\n#pragma GCC poison float double\n"
+PRELUDE = ("#include <stdbool.h>\n#include <stdint.h>\n" + SATURATE_MACROS + HIGH_WORD_SUM
+           + "\n#pragma GCC poison float double\n")
 # the fp32 comparison build
-FLOAT_PRELUDE = "#include <math.h>\n#include <stdbool.h>\n#include <stdint.h>\n" + SATURATE_MACROS
+FLOAT_PRELUDE = "#include <math.h>\n#include <stdbool.h>\n#include <stdint.h>\n" + SATURATE_MACROS + HIGH_WORD_SUM
 
 
 def is_floating(program: StaticProgram) -> bool:
@@ -41,7 +43,8 @@ _CODEGEN_NOISE = [
     re.compile(r"^void\* __tvm_ffi__library_ctx = NULL;\n", re.MULTILINE),
     re.compile(r"^#include <stdbool.h>\n", re.MULTILINE),
     re.compile(r"^// tvm target:.*\n", re.MULTILINE),
-    re.compile(r"^(TVM_DLL )?int32_t ISEG_[SU]SAT\(int32_t, int32_t\);\n", re.MULTILINE),  # prelude macros, not functions
+    # helpers the prelude defines (saturate macros, high-word sum), not extern functions
+    re.compile(r"^(TVM_DLL )?int32_t (ISEG_[SU]SAT|iseg_mulhi_sum)\(int32_t(, int32_t)*\);\n", re.MULTILINE),
 ]
 
 

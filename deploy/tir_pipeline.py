@@ -7,7 +7,8 @@ packed-ABI function that needs the TVM runtime. This pipeline keeps the default 
   pointer (``int8_t* x``) and the buffer is re-declared on it;
 * ``LowerTVMBuiltin`` is dropped (no ``TVMBackendAllocWorkspace``: kernel intermediates stay stack arrays);
 * loops are not vectorized and asserts are disabled (``tirx.disable_assert``);
-* saturating clamps become one saturate instruction (:mod:`deploy.saturating_clamp`).
+* saturating clamps become one saturate instruction (:mod:`deploy.saturating_clamp`) and the high word of a
+  sum of two products ``SMULL`` + ``SMLAL`` (:mod:`deploy.high_word_sum`).
 
 ``kernels_to_c(mod, target)`` returns the C source of all kernels, stripped of TVM includes and ``<math.h>``.
 """
@@ -17,6 +18,7 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.tirx import compilation_pipeline
 
+from deploy.high_word_sum import HighWordSum
 from deploy.saturating_clamp import SaturatingClamp
 
 PIPELINE_NAME = "isegmenter_bare_metal"
@@ -60,6 +62,7 @@ def _bare_metal_pipeline():
             tirx.transform.StmtSimplify(),
             tirx.transform.RemoveNoOp(),
             SaturatingClamp,
+            HighWordSum,
             tirx.transform.CommonSubexprElim(),
             tirx.transform.VerifyMemory(),
             RawPointerParams,
