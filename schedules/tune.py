@@ -176,18 +176,19 @@ def tune(model: str, target: str, trials: int, log_dir: Path | None = None, seed
     board = get_board(target)
     if trials < 1:
         raise UserError(f"--trials must be at least 1, got {trials}")
-    cases, model_hash = model_cases(model, seed)
-    if kernels:
-        unknown = set(kernels) - {c.name for c in cases}
-        if unknown:
-            raise UserError(f"unknown kernel(s) {', '.join(sorted(unknown))}; known: {', '.join(c.name for c in cases)}")
-        cases = [c for c in cases if c.name in kernels]
+    all_cases, model_hash = model_cases(model, seed)
+    unknown = set(kernels or ()) - {c.name for c in all_cases}
+    if unknown:
+        raise UserError(f"unknown kernel(s) {', '.join(sorted(unknown))}; known: {', '.join(c.name for c in all_cases)}")
+    cases = [c for c in all_cases if not kernels or c.name in kernels]
     log_dir = Path(log_dir or default_log_dir(model, target))
-    for case in cases:  # the log's tensorized records load only with their intrinsics registered
+    # The log holds every kernel of the model (also when only some are tuned now): its tensorized records load
+    # only with their intrinsics registered, and the metadata keeps listing all of them.
+    for case in all_cases:
         register_intrinsics(case.mod[case.name])
     database = open_database(log_dir)
     write_metadata(log_dir, board.name, Path(model).stem, model_hash,
-                   {c.name: workload_hash(c.mod[c.name]) for c in cases})
+                   {c.name: workload_hash(c.mod[c.name]) for c in all_cases})
     scratch = Path(scratch or BUILD_DIR / "tuning" / ".scratch" / board.name)
     todo = sum(max(0, trials - measured_trials(database, c.mod[c.name])) for c in cases)
     results = []

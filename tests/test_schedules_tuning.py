@@ -2,6 +2,8 @@
 reproduces the recorded instruction count, bit-exact), and every way a log can be wrong for this build."""
 import json
 import shutil
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -47,7 +49,7 @@ def test_log_files_and_metadata(tuned):
     assert {WORKLOAD_FILE, RECORD_FILE, METADATA_FILE} <= {p.name for p in log_dir.iterdir()}
     metadata = json.loads((log_dir / METADATA_FILE).read_text())
     assert metadata["target"] == TARGET and metadata["tvm_version"] == tvm.__version__
-    assert set(metadata["kernels"]) == {"proj"} and "instructions" in metadata["cost_unit"]
+    assert set(metadata["kernels"]) == set(KERNELS) and "instructions" in metadata["cost_unit"]  # the whole model
     assert result.trials == TRIALS
     records = [json.loads(line) for line in (log_dir / RECORD_FILE).read_text().splitlines()]
     costs = [r[1][1][0] for r in records if r[1][1] and r[1][1][0] < 1e9]
@@ -59,6 +61,16 @@ def test_resume_measures_nothing_when_the_log_has_enough_trials(tuned, tmp_path)
     log_dir, result = tuned
     again, _ = tune(BUILTIN_MODEL, TARGET, TRIALS, log_dir, kernels=["proj"], scratch=tmp_path)
     assert again[0].trials == TRIALS and again[0].tuned_instructions == result.tuned_instructions
+
+
+def test_tuning_another_kernel_into_the_log_keeps_the_first(tuned, tmp_path):
+    log_dir = _copy(tuned[0], tmp_path)  # a fresh process: no tensor intrinsic registered before the log loads
+    subprocess.run([sys.executable, "-m", "schedules.tune", "--kernel", "mlp_down", "--trials", "2", "--log-dir",
+                    str(log_dir)], check=True, capture_output=True)
+    cases = [kernel_case(KERNELS[name]) for name in ("proj", "mlp_down")]
+    both = tvm.IRModule({gv: f for c in cases for gv, f in c.mod.functions.items()})
+    _, names = apply_tuning_log(both, TARGET, log_dir)
+    assert sorted(names) == ["mlp_down", "proj"]
 
 
 def test_applied_log_reproduces_the_recorded_instructions_bit_exactly(tuned, proj, tmp_path):
