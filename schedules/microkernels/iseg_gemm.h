@@ -43,13 +43,45 @@ ISEG_INLINE void tile_store(const int R, const int C, int32_t *c, int32_t ldc, i
 
 #if defined(__ARM_FEATURE_MVE)
 
-#define ISEG_GEMM_MVE(NAME, T, LANES, VEC, LOAD, LOADZ, VCTP, MLA)                                          \
+/* The whole chunks of a 2x2 tile, register-allocated by hand (GCC rebuilds each row's address every chunk
+ * when a row stride does not fit the load's 7-bit offset): per chunk, four post-incremented loads, one per row
+ * of A and column of B, and four VMLADAVAs into even core registers ("Te"). */
+#define ISEG_MVE_LOOP_2X2(NAME, T, VEC, LOAD_INSN, MLA_INSN)                                                  \
+    ISEG_INLINE void NAME(const T *a0, const T *a1, const T *b0, const T *b1, int32_t chunks, int32_t acc[4][4]) \
+    {                                                                                                          \
+        int32_t c00 = acc[0][0], c01 = acc[0][1], c10 = acc[1][0], c11 = acc[1][1];                            \
+        for (; chunks > 0; chunks--) { /* a counted loop: DLS/LE */                                            \
+            VEC va0, va1, vb0, vb1;                                                                            \
+            __asm__(LOAD_INSN " %q[vb0], [%[b0]], #16\n\t"                                                     \
+                    LOAD_INSN " %q[vb1], [%[b1]], #16\n\t"                                                     \
+                    LOAD_INSN " %q[va0], [%[a0]], #16\n\t"                                                     \
+                    LOAD_INSN " %q[va1], [%[a1]], #16\n\t"                                                     \
+                    MLA_INSN " %[c00], %q[va0], %q[vb0]\n\t"                                                   \
+                    MLA_INSN " %[c01], %q[va0], %q[vb1]\n\t"                                                   \
+                    MLA_INSN " %[c10], %q[va1], %q[vb0]\n\t"                                                   \
+                    MLA_INSN " %[c11], %q[va1], %q[vb1]"                                                       \
+                    : [a0] "+r"(a0), [a1] "+r"(a1), [b0] "+r"(b0), [b1] "+r"(b1), [c00] "+Te"(c00),             \
+                      [c01] "+Te"(c01), [c10] "+Te"(c10), [c11] "+Te"(c11), [va0] "=&w"(va0), [va1] "=&w"(va1), \
+                      [vb0] "=&w"(vb0), [vb1] "=&w"(vb1)                                                       \
+                    :                                                                                          \
+                    : "memory");                                                                               \
+        }                                                                                                      \
+        acc[0][0] = c00, acc[0][1] = c01, acc[1][0] = c10, acc[1][1] = c11;                                    \
+    }
+ISEG_MVE_LOOP_2X2(mve_s8_loop_2x2, int8_t, int8x16_t, "vldrb.u8", "vmladava.s8")
+ISEG_MVE_LOOP_2X2(mve_s16_loop_2x2, int16_t, int16x8_t, "vldrh.u16", "vmladava.s16")
+
+#define ISEG_GEMM_MVE(NAME, T, LANES, VEC, LOAD, LOADZ, VCTP, MLA, LOOP_2X2)                                \
     ISEG_INLINE void NAME(const int R, const int C, const T *a, int32_t lda, const T *b, int32_t ldb,         \
                           int32_t *c, int32_t ldc, int32_t k)                                                  \
     {                                                                                                          \
         int32_t acc[4][4];                                                                                     \
         tile_load(R, C, c, ldc, acc);                                                                          \
         int32_t kk = 0;                                                                                        \
+        if (R == 2 && C == 2 && k >= LANES) {                                                                  \
+            kk = k - k % LANES;                                                                                \
+            LOOP_2X2(a, a + lda, b, b + ldb, kk / LANES, acc);                                                 \
+        }                                                                                                      \
         for (; kk + LANES <= k; kk += LANES) {                                                                 \
             VEC vb[4];                                                                                         \
             _Pragma("GCC unroll 4") for (int j = 0; j < C; j++) vb[j] = LOAD(b + j * ldb + kk);                \
@@ -69,8 +101,9 @@ ISEG_INLINE void tile_store(const int R, const int C, int32_t *c, int32_t ldc, i
         }                                                                                                      \
         tile_store(R, C, c, ldc, acc);                                                                         \
     }
-ISEG_GEMM_MVE(gemm_s8_s8, int8_t, 16, int8x16_t, vld1q_s8, vld1q_z_s8, vctp8q, vmladavaq_s8)
-ISEG_GEMM_MVE(gemm_s16_s16, int16_t, 8, int16x8_t, vld1q_s16, vld1q_z_s16, vctp16q, vmladavaq_s16)
+ISEG_GEMM_MVE(gemm_s8_s8, int8_t, 16, int8x16_t, vld1q_s8, vld1q_z_s8, vctp8q, vmladavaq_s8, mve_s8_loop_2x2)
+ISEG_GEMM_MVE(gemm_s16_s16, int16_t, 8, int16x8_t, vld1q_s16, vld1q_z_s16, vctp16q, vmladavaq_s16,
+              mve_s16_loop_2x2)
 
 #else
 
