@@ -6,7 +6,6 @@ staging directory that replaces ``output_dir`` only when the flow succeeds.
 """
 import json
 import platform
-import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -168,13 +167,10 @@ def bind_weights(mod: tvm.IRModule, params: list[np.ndarray]) -> tvm.IRModule:
     return relax.transform.BindParams("main", bindings)(mod)
 
 
-_STACK_ARRAY = re.compile(r"^\s+(?:u?int(8|16|32|64)_t|bool) \w+\[(\d+)\];", re.MULTILINE)
-
-
 def stack_array_bytes(kernels: tvm.IRModule, name: str, board: Board) -> int:
     """Bytes of the local arrays kernel ``name`` declares in its C (a tuned schedule may cache whole tiles)."""
-    source = kernels_to_c(tvm.IRModule({kernels.get_global_var(name): kernels[name]}), board.mcpu)
-    return sum(int(bits or 8) // 8 * int(count) for bits, count in _STACK_ARRAY.findall(source))
+    return measure.stack_array_bytes_in_c(kernels_to_c(tvm.IRModule({kernels.get_global_var(name): kernels[name]}),
+                                                       board.mcpu))
 
 
 def _replace_kernel(kernels: tvm.IRModule, name: str, originals: tvm.IRModule) -> tvm.IRModule:

@@ -74,6 +74,14 @@ def defined_functions(board: Board, objects: list[Path]) -> set[str]:
     return {parts[2] for parts in map(str.split, text.splitlines()) if len(parts) == 3 and parts[1] in "tTW"}
 
 
+_STACK_ARRAY = re.compile(r"^\s+(?:u?int(8|16|32|64)_t|bool) \w+\[(\d+)\];", re.MULTILINE)
+
+
+def stack_array_bytes_in_c(source: str) -> int:
+    """Bytes of the local arrays that generated kernel C declares (a tuned schedule may cache whole tiles)."""
+    return sum(int(bits or 8) // 8 * int(count) for bits, count in _STACK_ARRAY.findall(source))
+
+
 def instructions_per_symbol(board: Board, elf: Path, counts_file: Path) -> dict[str, int]:
     """Sum the plugin's per-address counts into per-function counts (``?`` for unknown addresses)."""
     symbols = function_symbols(board, elf)

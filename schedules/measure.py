@@ -1,7 +1,8 @@
 """MetaSchedule builder/runner that measure candidates on the emulated board, in retired instructions.
 
 :class:`QemuBuilder` turns each scheduled candidate into a bare-metal firmware: the kernel as plain C
-(``deploy.tir_pipeline``), linked with a harness that holds the kernel's inputs and the output of the
+(``deploy.tir_pipeline``; a candidate whose C keeps more than half the board's stack in local arrays is refused,
+as deploy would not use it), linked with a harness that holds the kernel's inputs and the output of the
 *unscheduled* kernel (numpy reference, equal to its TVM llvm build). The harness calls the kernel twice,
 each time after filling the output with a different canary, and exits with ``ISEG_EXIT_MISMATCH`` unless
 every element equals the reference both times.
@@ -175,6 +176,10 @@ class QemuBuilder(ms.builder.PyBuilder):
                 self.kit.prepare(_PROTOTYPE.search(source).group(0))
             except Exception as error:  # noqa: BLE001 - a failing candidate is a result, not a crash
                 results[i] = ms.builder.BuilderResult(None, f"C codegen failed: {error}")
+                continue
+            stack, limit = deploy_measure.stack_array_bytes_in_c(source), self.kit.board.stack_size // 2
+            if stack > limit:  # deploy would drop it for the default schedule: not a usable result
+                results[i] = ms.builder.BuilderResult(None, f"keeps {stack} B of arrays on the stack (> {limit} B)")
                 continue
             directory = Path(tempfile.mkdtemp(prefix=f"cand{next(self._serial)}_", dir=self.kit.directory))
             (directory / "kernel.c").write_text(source)

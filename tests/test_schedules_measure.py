@@ -8,7 +8,8 @@ from tvm.s_tir import meta_schedule as ms
 
 from deploy.schedule import apply_default_schedules
 from schedules.kernels import KERNELS, RATIO, kernel_case, random_case
-from schedules.measure import FirmwareKit, QemuBuilder, QemuRunner, measure_module, reference_check
+from schedules.measure import (FirmwareKit, QemuBuilder, QemuRunner, candidate_c_source, measure_module,
+                               reference_check)
 from targets import get_board
 
 DSP_MACS_PER_INSTRUCTION = 2  # SMLAD: the most int8 MACs one scalar/DSP instruction can do
@@ -64,12 +65,21 @@ def test_builder_runner_give_costs_only_to_bit_exact_candidates(proj, kit):
 
 
 def test_unscheduled_kernel_with_big_stack_arrays_is_an_error_not_a_cost(proj, kit):
-    """Without a schedule the matmul keeps a 64 KiB int32 intermediate on the stack (over the 64 KiB stack)."""
+    """Without a schedule the matmul keeps a 64 KiB int32 intermediate on the stack: the builder refuses it (deploy
+    would drop such a schedule), and the firmware would not run anyway (over the 64 KiB stack)."""
     target = tvm.target.Target({"kind": "c", "mcpu": "cortex-m55"})
     built, = QemuBuilder(kit).build([ms.builder.BuilderInput(proj.mod, target)])
-    assert built.error_msg is None
-    result, = (f.result() for f in QemuRunner(kit).run([ms.runner.RunnerInput(built.artifact_path, "cpu", [])]))
+    assert built.artifact_path is None and "B of arrays on the stack (> 32768 B)" in built.error_msg
+    elf = kit.link(_write(kit, candidate_c_source(proj.mod, "cortex-m55", kit.headers)))
+    result, = (f.result() for f in QemuRunner(kit).run([ms.runner.RunnerInput(str(elf), "cpu", [])]))
     assert result.run_secs is None and result.error_msg
+
+
+def _write(kit, source: str):
+    directory = kit.directory / "big_stack"
+    directory.mkdir(exist_ok=True)
+    (directory / "kernel.c").write_text(source)
+    return directory / "kernel.c"
 
 
 def test_random_case_of_a_network_kernel_is_bit_exact_on_the_board(proj, tmp_path):
