@@ -179,7 +179,8 @@ def tune(model: str, target: str, trials: int, log_dir: Path | None = None, seed
     all_cases, model_hash = model_cases(model, seed)
     unknown = set(kernels or ()) - {c.name for c in all_cases}
     if unknown:
-        raise UserError(f"unknown kernel(s) {', '.join(sorted(unknown))}; known: {', '.join(c.name for c in all_cases)}")
+        known = ", ".join(c.name for c in all_cases)
+        raise UserError(f"unknown kernel(s) {', '.join(sorted(unknown))}; known: {known}")
     cases = [c for c in all_cases if not kernels or c.name in kernels]
     log_dir = Path(log_dir or default_log_dir(model, target))
     # The log holds every kernel of the model (also when only some are tuned now): its tensorized records load

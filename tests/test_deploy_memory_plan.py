@@ -1,5 +1,6 @@
 """Arena planning: hand-checked lower bound, no overlap between tensors live at the same time,
-and the toy network's arena within 1.05x of the lower bound. Default schedules: no big stack arrays, producers behind unit loops shrink to one element."""
+and the toy network's arena within 1.05x of the lower bound. Default schedules: no big stack arrays,
+producers behind unit loops shrink to one element."""
 import re
 
 import tvm

@@ -73,7 +73,7 @@ def test_arm_build_uses_saturate_instructions(tmp_path):
     (tmp_path / "kernel.c").write_text(clean_kernel_source(kernels_to_c(tvm.IRModule({"clamps": before}))))
     subprocess.run([board.cc, *board_cflags(board), "-c", str(tmp_path / "kernel.c"), "-o", str(tmp_path / "kernel.o")],
                    check=True, cwd=tmp_path)
-    disassembly = subprocess.run([f"{board.tool_prefix}objdump", "-d", str(tmp_path / "kernel.o")], capture_output=True, text=True,
-                                 check=True).stdout
+    disassembly = subprocess.run([f"{board.tool_prefix}objdump", "-d", str(tmp_path / "kernel.o")],
+                                 capture_output=True, text=True, check=True).stdout
     mnemonics = [line.split("\t")[2].split()[0] for line in disassembly.splitlines() if line.count("\t") >= 2]
     assert mnemonics.count("ssat") == 2 and mnemonics.count("usat") == 1
