@@ -11,9 +11,9 @@ import re
 
 import numpy as np
 
+from deploy.high_word_sum import HIGH_WORD_SUM
 from deploy.lower import StaticProgram, Tensor
 from deploy.memory_plan import ALIGNMENT, ArenaPlan
-from deploy.high_word_sum import HIGH_WORD_SUM
 from deploy.saturating_clamp import SATURATE_MACROS
 from deploy.tir_pipeline import kernels_to_c
 

@@ -67,12 +67,15 @@ def test_tile_that_does_not_divide_the_output_is_refused(int16_batched):
         tensorize_matmul(int16_batched.mod, (3, 2))  # 8 rows, 6 columns
 
 
-@pytest.mark.parametrize("variant,instruction", [
-    ("cortex-m55-mve", "vmlava.s8"), ("cortex-m55", "smlad"), ("cortex-m4", "smlad"), ("riscv32", None)])
-def test_tensorized_int8_kernel_is_bit_exact_and_uses_the_simd_instruction(proj, tmp_path, variant, instruction):
+@pytest.mark.parametrize("variant,instruction,tile", [
+    ("cortex-m55-mve", "vmlava.s8", (2, 4)), ("cortex-m55-mve", "vmlava.s8", (2, 2)),  # 2x2: the inline-asm loop
+    ("cortex-m55", "smlad", (2, 4)), ("cortex-m55", "smlad", (2, 2)), ("cortex-m4", "smlad", (2, 4)),
+    ("riscv32", None, (2, 4))])
+def test_tensorized_int8_kernel_is_bit_exact_and_uses_the_simd_instruction(proj, tmp_path, variant, instruction,
+                                                                           tile):
     board = get_board(variant)
     kit = FirmwareKit(board, proj, tmp_path, microkernel_sources())
-    instructions = measure_module(kit, tensorize_matmul(proj.mod, (2, 4)))  # raises unless bit-exact twice
+    instructions = measure_module(kit, tensorize_matmul(proj.mod, tile))  # raises unless bit-exact twice
     disassembly = _disassembly(board, next(tmp_path.glob("fixed_*/firmware.elf")))
     assert "iseg_gemm" not in disassembly  # the micro-kernel tiles are inlined: no symbol, no call
     if instruction is not None:
@@ -81,7 +84,8 @@ def test_tensorized_int8_kernel_is_bit_exact_and_uses_the_simd_instruction(proj,
     assert instructions < default
 
 
-@pytest.mark.parametrize("variant,tile", [("cortex-m55-mve", (2, 3)), ("cortex-m55", (2, 2)), ("riscv32", (4, 2))])
+@pytest.mark.parametrize("variant,tile", [("cortex-m55-mve", (2, 3)), ("cortex-m55-mve", (2, 2)), ("cortex-m55", (2, 2)),
+                                          ("riscv32", (4, 2))])
 def test_tensorized_int16_batched_kernel_is_bit_exact(int16_batched, tmp_path, variant, tile):
     kit = FirmwareKit(get_board(variant), int16_batched, tmp_path, microkernel_sources())
     assert measure_module(kit, tensorize_matmul(int16_batched.mod, tile)) > 0
