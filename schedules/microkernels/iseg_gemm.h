@@ -205,10 +205,8 @@ ISEG_INLINE void gemm_s8_s8(const int R, const int C, const int8_t *a, int32_t l
 #if defined(__ARM_FEATURE_DSP)
     if (k >= 4) {
         kk = k & ~3;
-        if (R == 2 && C == 2 && lda == ldb) {
+        if (R == 2 && C == 2 && lda == ldb) { /* the usual case: B packed with A's row length, one stride */
             dsp_s8_loop_2x2(a, b, lda, a + kk, acc);
-        } else if (lda == ldb) { /* the usual case (B packed with A's row length): one stride register for both */
-            dsp_s8_loop(R, C, a, b, lda, lda, a + kk, acc);
         } else {
             dsp_s8_loop(R, C, a, b, lda, ldb, a + kk, acc);
         }
@@ -248,11 +246,7 @@ ISEG_INLINE void gemm_s16_s16(const int R, const int C, const int16_t *a, int32_
 #if defined(__ARM_FEATURE_DSP)
     if (k >= 2) {
         kk = k & ~1;
-        if (lda == ldb) {
-            dsp_s16_loop(R, C, a, b, lda, lda, a + kk, acc);
-        } else {
-            dsp_s16_loop(R, C, a, b, lda, ldb, a + kk, acc);
-        }
+        dsp_s16_loop(R, C, a, b, lda, ldb, a + kk, acc);
     }
 #endif
     ISEG_TAIL_MACS(R, C, a, lda, b, ldb, kk, k, acc);
