@@ -11,7 +11,8 @@ small (or no) caches. Hence:
   instructions: 512 steps made the patch-embedding conv 19 KB larger for 0.3 M of 152 M instructions);
 * ``RandomComputeLocation`` for blocks left outside the tiling;
 * for int8/int16 GEMM kernels, ``schedules.tune`` also searches the tensorized designs of
-  ``schedules.tensorize.gemm_space`` (register-tiled micro-kernel calls, one design per tile shape).
+  ``schedules.tensorize.gemm_space`` (register-tiled micro-kernel calls, one design per tile shape; on DSP
+  boards int8 GEMMs with both operands widened to int16).
 
 Postprocessors make every sampled schedule buildable (unroll pragmas, reduction init hoisted out of the
 reduction loops, no dynamic loops); mutators resample tile sizes, unroll depth and compute locations.

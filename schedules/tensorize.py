@@ -10,7 +10,10 @@ emitted next to the generated kernels, which include it: every tile call is inli
 :func:`schedule_gemm` rewrites a fused ``[..., M, K] x [..., K, N]`` kernel for one tile shape: elementwise
 producers/consumers inlined, ``B`` packed once per call (per batch) into ``[..., N, K]``, the output tiled
 ``R x C`` with the epilogue (bias, requantize) computed per tile from an ``R x C`` accumulator, the tile's
-reduction replaced by the intrinsic. Every step is a traced schedule primitive, so MetaSchedule records it
+reduction replaced by the intrinsic. Widened (int8 GEMMs on DSP boards): ``B`` and each row tile of ``A`` are
+packed into int16 buffers (``unsafe_set_dtype``), the tile reads them as ``int8(x)`` (intrinsic
+``iseg_gemm_s16_s16_<R>x<C>_k<K>_from_int8``) and runs the int16 micro-kernel: ``LDRD`` + ``SMLAD``, no sign
+extension in the loop. Every step is a traced schedule primitive, so MetaSchedule records it
 (:func:`gemm_space` puts it in the search) and a tuning log replays it once :func:`register_intrinsics` ran.
 """
 from dataclasses import dataclass
@@ -30,6 +33,8 @@ OPERAND_TYPES = {"int8": "s8", "int16": "s16"}
 # Larger tiles run out of core registers (GCC then spills to S registers: not float-free on the MVE board);
 # a tile with one row or column would lose its unit loop before tensorize could match it.
 TILES = ((2, 2), (2, 3), (3, 2), (2, 4), (4, 2))
+# Tiles of the widened int8 GEMMs (int16 operands): made of the int16 micro-kernel's 2x2 LDRD + SMLAD blocks.
+WIDENED_TILES = ((2, 2), (2, 4), (4, 2))
 DEFAULT_TILE = (2, 2)  # without a tuning log
 UNROLL_STEPS = [0, 16, 64]
 
@@ -44,17 +49,24 @@ def extern_name(dtype: str, rows: int, cols: int) -> str:
     return f"iseg_gemm_{short}_{short}_{rows}x{cols}"
 
 
-def gemm_intrinsic(dtype: str, rows: int, cols: int, length: int) -> str:
-    """Register (once) and return the name of the ``rows x cols`` tile, length-``length`` GEMM intrinsic."""
-    name = f"{extern_name(dtype, rows, cols)}_k{length}"
+def gemm_intrinsic(dtype: str, rows: int, cols: int, length: int, widened: bool = False) -> str:
+    """Register (once) and return the name of the ``rows x cols`` tile, length-``length`` GEMM intrinsic.
+
+    ``widened``: ``dtype`` (int8) operands that the kernel packed into int16 buffers (:func:`schedule_gemm`); the
+    tile reads them back as ``int8(x)`` and its implementation is the int16 micro-kernel."""
+    kernel_dtype = "int16" if widened else dtype
+    name = f"{extern_name(kernel_dtype, rows, cols)}_k{length}" + (f"_from_{dtype}" if widened else "")
     if s_tir.TensorIntrin.get(name, allow_missing=True) is not None:
         return name
+
+    def operand(x):  # how the tile's block reads an operand element
+        return T.Cast("int32", T.Cast(dtype, x) if widened else x)
 
     @T.prim_func(s_tir=True)
     def description(a: T.handle, b: T.handle, c: T.handle) -> None:
         lda, ldb, ldc = T.int64(), T.int64(), T.int64()
-        A = T.match_buffer(a, (rows, length), dtype, offset_factor=1, strides=[lda, 1])
-        B = T.match_buffer(b, (cols, length), dtype, offset_factor=1, strides=[ldb, 1])
+        A = T.match_buffer(a, (rows, length), kernel_dtype, offset_factor=1, strides=[lda, 1])
+        B = T.match_buffer(b, (cols, length), kernel_dtype, offset_factor=1, strides=[ldb, 1])
         C = T.match_buffer(c, (rows, cols), "int32", offset_factor=1, strides=[ldc, 1])
         with T.sblock("root"):
             T.reads(C[0:rows, 0:cols], A[0:rows, 0:length], B[0:cols, 0:length])
@@ -62,20 +74,20 @@ def gemm_intrinsic(dtype: str, rows: int, cols: int, length: int) -> str:
             for i, j, k in T.grid(rows, cols, length):
                 with T.sblock("update"):
                     vi, vj, vk = T.axis.remap("SSR", [i, j, k])
-                    C[vi, vj] = C[vi, vj] + T.Cast("int32", A[vi, vk]) * T.Cast("int32", B[vj, vk])
+                    C[vi, vj] = C[vi, vj] + operand(A[vi, vk]) * operand(B[vj, vk])
 
     @T.prim_func(s_tir=True)
     def implementation(a: T.handle, b: T.handle, c: T.handle) -> None:
         lda, ldb, ldc = T.int64(), T.int64(), T.int64()
-        A = T.match_buffer(a, (rows, length), dtype, offset_factor=1, strides=[lda, 1])
-        B = T.match_buffer(b, (cols, length), dtype, offset_factor=1, strides=[ldb, 1])
+        A = T.match_buffer(a, (rows, length), kernel_dtype, offset_factor=1, strides=[lda, 1])
+        B = T.match_buffer(b, (cols, length), kernel_dtype, offset_factor=1, strides=[ldb, 1])
         C = T.match_buffer(c, (rows, cols), "int32", offset_factor=1, strides=[ldc, 1])
         with T.sblock("root"):
             T.reads(C[0:rows, 0:cols], A[0:rows, 0:length], B[0:cols, 0:length])
             T.writes(C[0:rows, 0:cols])
             T.evaluate(T.call_extern(
-                "void", extern_name(dtype, rows, cols), A.access_ptr("r"), T.Cast("int32", lda), B.access_ptr("r"),
-                T.Cast("int32", ldb), C.access_ptr("rw"), T.Cast("int32", ldc), length))
+                "void", extern_name(kernel_dtype, rows, cols), A.access_ptr("r"), T.Cast("int32", lda),
+                B.access_ptr("r"), T.Cast("int32", ldb), C.access_ptr("rw"), T.Cast("int32", ldc), length))
 
     s_tir.TensorIntrin.register(name, description, implementation)
     return name
@@ -93,8 +105,8 @@ class Gemm:
     b_read: int
     b_batched: bool
 
-    def tiles(self) -> list[tuple[int, int]]:
-        return [(r, c) for r, c in TILES if self.m % r == 0 and self.n % c == 0]
+    def tiles(self, widened: bool = False) -> list[tuple[int, int]]:
+        return [(r, c) for r, c in (WIDENED_TILES if widened else TILES) if self.m % r == 0 and self.n % c == 0]
 
 
 def _index_vars(indices) -> list:
@@ -135,19 +147,26 @@ def find_gemm(sch: s_tir.Schedule, func_name: str):
     return found[0] if len(found) == 1 else (None, None)
 
 
-def schedule_gemm(sch: s_tir.Schedule, func_name: str, rows: int, cols: int) -> None:
+def schedule_gemm(sch: s_tir.Schedule, func_name: str, rows: int, cols: int, widened: bool = False) -> None:
     """Tensorize the GEMM of ``func_name`` in ``sch`` with ``rows x cols`` tiles (see the module docstring).
 
-    Raises ``ValueError`` (or a ``ScheduleError``) when the kernel does not fit."""
+    ``widened`` (int8 GEMMs): both operands are packed into int16 buffers, ``B`` whole, ``A`` one row tile at a
+    time, and the tiles run the int16 micro-kernel, which needs no sign extension in its loop (``LDRD`` + ``SMLAD``
+    with DSP) for twice the packed ``B``'s memory. Raises ``ValueError`` (or a ``ScheduleError``) when the kernel
+    does not fit."""
     params = sch.mod[func_name].params
     inline_all(sch, func_name, params)
     compute_at_consumers(sch, func_name, params)
     block, gemm = find_gemm(sch, func_name)
-    if gemm is None or (rows, cols) not in gemm.tiles():
-        raise ValueError(f"{func_name}: no GEMM that {rows}x{cols} tiles")
+    if gemm is None or (rows, cols) not in gemm.tiles(widened):
+        raise ValueError(f"{func_name}: no GEMM that {rows}x{cols} tiles" + (" (widened)" if widened else ""))
+    if widened and gemm.dtype != "int8":
+        raise ValueError(f"{func_name}: only int8 operands are widened, not {gemm.dtype}")
     loops = sch.get_loops(block)
     if len(loops) != len(sch.get(block).iter_vars):
         raise ValueError(f"{func_name}: the GEMM's loops were already transformed")
+    a_read = next(n for n, region in enumerate(sch.get(block).reads)
+                  if n != gemm.b_read and str(region.source.dtype) == gemm.dtype)
     packed = sch.cache_read(block, gemm.b_read, "global")
     sch.transform_layout(packed, ("write", 0), lambda *index: (*index[:-2], index[-1], index[-2]))
     *batch, i, j, k = loops
@@ -156,10 +175,15 @@ def schedule_gemm(sch: s_tir.Schedule, func_name: str, rows: int, cols: int) -> 
     sch.reorder(i_outer, j_outer, i_inner, j_inner, k)
     if gemm.b_batched and batch:
         sch.compute_at(packed, batch[-1])  # one batch (attention head) of B at a time
+    if widened:
+        packed_a = sch.cache_read(block, a_read, "global")
+        sch.compute_at(packed_a, i_outer)  # the tile's rows of A
+        for producer in (packed, packed_a):
+            sch.unsafe_set_dtype(producer, 0, "int16")
     for consumer in _blocks_after(sch, func_name, block):
         sch.reverse_compute_at(consumer, j_outer)  # the epilogue per tile: an R x C int32 accumulator
     sch.decompose_reduction(block, i_inner)
-    sch.tensorize(i_inner, gemm_intrinsic(gemm.dtype, rows, cols, gemm.k))
+    sch.tensorize(i_inner, gemm_intrinsic(gemm.dtype, rows, cols, gemm.k, widened))
 
 
 def _blocks_after(sch: s_tir.Schedule, func_name: str, block) -> list:
@@ -182,8 +206,12 @@ def is_gemm(func: tirx.PrimFunc) -> bool:
 def register_intrinsics(func: tirx.PrimFunc) -> None:
     """Register every tile intrinsic ``func``'s GEMM could use (before replaying a tuning log's schedule)."""
     gemm = kernel_gemm(func)
-    for rows, cols in gemm.tiles() if gemm else []:
+    if gemm is None:
+        return
+    for rows, cols in gemm.tiles():
         gemm_intrinsic(gemm.dtype, rows, cols, gemm.k)
+    for rows, cols in gemm.tiles(widened=True) if gemm.dtype == "int8" else []:
+        gemm_intrinsic(gemm.dtype, rows, cols, gemm.k, widened=True)
 
 
 def _sample_unroll(sch: s_tir.Schedule, func_name: str) -> None:
@@ -192,33 +220,44 @@ def _sample_unroll(sch: s_tir.Schedule, func_name: str) -> None:
     sch.annotate(sch.get_sblock("root", func_name=func_name), "meta_schedule.unroll_explicit", steps)
 
 
-def _tensorized_variants(sch: s_tir.Schedule) -> list[s_tir.Schedule]:
-    """One candidate design per tile shape that fits the kernel (none when the kernel is not a GEMM)."""
-    gemm = kernel_gemm(sch.mod["main"])
-    variants = []
-    for rows, cols in gemm.tiles() if gemm else []:
-        variant = sch.copy()
-        try:
-            schedule_gemm(variant, "main", rows, cols)
-        except (ValueError, s_tir.ScheduleError):
-            continue
-        _sample_unroll(variant, "main")
-        variants.append(variant)
-    return variants
+def _designs(gemm: Gemm | None, widen_within: int) -> list[tuple[int, int, bool]]:
+    """(rows, cols, widened) of the tensorized designs tried for ``gemm``: the widened tiles of an int8 GEMM
+    whose int16 packed operands (all of ``B``, a tile's rows of ``A``) take at most ``widen_within`` bytes (they
+    beat the int8 tiles on every Segmenter kernel with DSP), else the int8/int16 tiles."""
+    if gemm is None:
+        return []
+    packed_bytes = 2 * gemm.k * (gemm.n + max(rows for rows, _ in WIDENED_TILES))
+    if gemm.dtype == "int8" and packed_bytes <= widen_within:
+        return [(rows, cols, True) for rows, cols in gemm.tiles(widened=True)]
+    return [(rows, cols, False) for rows, cols in gemm.tiles()]
 
 
-def gemm_space(postprocs: list) -> ms.space_generator.ScheduleFn:
-    """The tensorized part of the search: every tile shape, each with a sampled unroll depth."""
-    return ms.space_generator.ScheduleFn(_tensorized_variants, sch_rules=[], postprocs=postprocs,
+def gemm_space(postprocs: list, widen_within: int = 0) -> ms.space_generator.ScheduleFn:
+    """The tensorized part of the search: every tile shape, each with a sampled unroll depth; int8 GEMMs are
+    widened (:func:`schedule_gemm`) when their packed int16 ``B`` fits ``widen_within`` bytes."""
+
+    def variants(sch: s_tir.Schedule) -> list[s_tir.Schedule]:
+        found = []
+        for rows, cols, widened in _designs(kernel_gemm(sch.mod["main"]), widen_within):
+            variant = sch.copy()
+            try:
+                schedule_gemm(variant, "main", rows, cols, widened)
+            except (ValueError, s_tir.ScheduleError):
+                continue
+            _sample_unroll(variant, "main")
+            found.append(variant)
+        return found
+
+    return ms.space_generator.ScheduleFn(variants, sch_rules=[], postprocs=postprocs,
                                          mutator_probs={ms.mutator.MutateUnroll(): 1.0})
 
 
-def tensorize_matmul(mod: tvm.IRModule, tile: tuple[int, int] = DEFAULT_TILE) -> tvm.IRModule:
+def tensorize_matmul(mod: tvm.IRModule, tile: tuple[int, int] = DEFAULT_TILE, widened: bool = False) -> tvm.IRModule:
     """Every kernel of ``mod`` tensorized with ``tile`` (``ValueError`` if one is not a GEMM it tiles)."""
     functions = dict(mod.functions.items())
     for gv, func in mod.functions.items():
         sch = s_tir.Schedule(tvm.IRModule({gv: func}))
-        schedule_gemm(sch, gv.name_hint, *tile)
+        schedule_gemm(sch, gv.name_hint, *tile, widened)
         functions[gv] = sch.mod[gv]
     return tvm.IRModule(functions, attrs=mod.attrs)
 

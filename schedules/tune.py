@@ -153,7 +153,12 @@ def tune_case(case: KernelCase, board: Board, database, scratch: Path, trials: i
     # generic space's, which the cost model would otherwise rarely pick), then the generic space the rest.
     tensorized = (max(0, min(remaining, trials // 2 - measured_trials(database, func, tensorized_only=True)))
                   if is_gemm(func) else 0)
-    for space, budget in ((gemm_space(postprocs()), tensorized), (microcontroller_space(), remaining - tensorized)):
+    # Widened int8 GEMMs (DSP boards): their packed int16 operands stay within the stack arrays the builder
+    # accepts (half the stack), less 1 KiB for the accumulator and epilogue tiles.
+    widen_within = board.stack_size // 2 - 1024 if board.widens_int8_gemms else 0
+    spaces = ((gemm_space(postprocs(), widen_within), tensorized),
+              (microcontroller_space(), remaining - tensorized))
+    for space, budget in spaces:
         if budget <= 0:
             continue
         skip_foreign_tensor_intrinsics()

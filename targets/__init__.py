@@ -49,6 +49,13 @@ class Board:
     fpu: bool = False
 
     @property
+    def widens_int8_gemms(self) -> bool:
+        """Whether tuning also tries int8 GEMMs with both operands packed to int16 (``schedules.tensorize``): on
+        Arm's DSP (``SMLAD``) int16 operands need no sign extension in the loop; with MVE ``VMLADAVA.S8`` does
+        twice the MACs of the int16 form, and RISC-V has no SIMD multiply."""
+        return self.arch == "arm" and not self.mve
+
+    @property
     def weights_region(self) -> Region:
         """Where the weights (``.rodata``) live."""
         return self.weights or self.flash

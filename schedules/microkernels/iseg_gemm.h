@@ -6,9 +6,11 @@
  * (s16_s16). One source, three builds chosen by the compiler's feature macros:
  *   MVE (Cortex-M55 with MVE-I): VMLADAVA.S8 (16 MACs) / VMLADAVA.S16 (8 MACs), tail-predicated last chunk;
  *   DSP (M4/M7/M33/M55):         SMLAD (2 MACs); int8 words sign-extended pairwise by SXTB16 (both operands
- *                                the same way, so the lane pairing matches), int16 words go straight in;
+ *                                the same way, so the lane pairing matches), int16 words go straight in
+ *                                (2x2 blocks by LDRD, 12 instructions per 16 MACs, when the strides allow);
  *   otherwise:                   plain C (RISC-V).
- * Loads are 32-bit/128-bit and may be unaligned (lda/ldb are element strides). Integer-only.
+ * Loads are 32-bit/128-bit and may be unaligned (lda/ldb are element strides), except LDRD (word-aligned
+ * operands only, checked per tile). Integer-only.
  * The generated kernels include this header (deploy.emit_c) and every tile is always inlined into its call site:
  * strides and k become constants, the accumulator tile stays in registers and no call is made per tile. */
 #ifndef ISEG_GEMM_H
@@ -237,6 +239,48 @@ ISEG_INLINE void dsp_s16_loop(const int R, const int C, const int16_t *pa, const
 }
 #endif
 
+#if defined(__ARM_FEATURE_DSP)
+/* dsp_s16_loop for the 2x2 block of the tile at row R0, column C0, register-allocated by hand, loop included: per 4
+ * columns of k, one LDRD (two words, four int16) per row of A and column of B and eight SMLADs, i.e. 12
+ * instructions per 16 MACs; UNROLL such groups per iteration, then SUBS + BNE. Row 1 and column 1 are read at
+ * constant byte offsets from row 0 / column 0 (LDRD's immediate), row 0 and column 0 are post-incremented. LDRD
+ * needs word-aligned addresses: see its caller. */
+#define ISEG_S16_GROUP_2X2                                                                                     \
+    "ldrd   %[b1l], %[b1h], [%[pb], #%c[b_off]]\n\t"                                                         \
+    "ldrd   %[b0l], %[b0h], [%[pb]], #8\n\t"                                                                   \
+    "ldrd   %[al], %[ah], [%[pa], #%c[a_off]]\n\t"                                                           \
+    "smlad  %[c10], %[al], %[b0l], %[c10]\n\t"                                                                 \
+    "smlad  %[c10], %[ah], %[b0h], %[c10]\n\t"                                                                 \
+    "smlad  %[c11], %[al], %[b1l], %[c11]\n\t"                                                                 \
+    "smlad  %[c11], %[ah], %[b1h], %[c11]\n\t"                                                                 \
+    "ldrd   %[al], %[ah], [%[pa]], #8\n\t"                                                                     \
+    "smlad  %[c00], %[al], %[b0l], %[c00]\n\t"                                                                 \
+    "smlad  %[c00], %[ah], %[b0h], %[c00]\n\t"                                                                 \
+    "smlad  %[c01], %[al], %[b1l], %[c01]\n\t"                                                                 \
+    "smlad  %[c01], %[ah], %[b1h], %[c01]\n\t"
+#define dsp_s16_loop_2x2(A, B, A_OFFSET, B_OFFSET, GROUPS, UNROLL, ACC, R0, C0)                                \
+    do {                                                                                                       \
+        const int16_t *pa_ = (A), *pb_ = (B);                                                                  \
+        int32_t n_ = (GROUPS) / (UNROLL);                                                                      \
+        int32_t c00 = ACC[R0][C0], c01 = ACC[R0][C0 + 1], c10 = ACC[R0 + 1][C0], c11 = ACC[R0 + 1][C0 + 1];    \
+        uint32_t al, ah, b0l, b0h, b1l, b1h;                                                                   \
+        __asm__("1:\n\t"                                                                                       \
+                ".rept %c[unroll]\n\t" ISEG_S16_GROUP_2X2 ".endr\n\t"                                          \
+                "subs   %[n], %[n], #1\n\t"                                                                    \
+                "bne    1b"                                                                                    \
+                : [pa] "+r"(pa_), [pb] "+r"(pb_), [n] "+r"(n_), [c00] "+r"(c00), [c01] "+r"(c01),               \
+                  [c10] "+r"(c10), [c11] "+r"(c11), [al] "=&r"(al), [ah] "=&r"(ah), [b0l] "=&r"(b0l),           \
+                  [b0h] "=&r"(b0h), [b1l] "=&r"(b1l), [b1h] "=&r"(b1h)                                         \
+                : [a_off] "n"(A_OFFSET), [b_off] "n"(B_OFFSET), [unroll] "n"(UNROLL)                           \
+                : "cc", "memory");                                                                             \
+        ACC[R0][C0] = c00, ACC[R0][C0 + 1] = c01, ACC[R0 + 1][C0] = c10, ACC[R0 + 1][C0 + 1] = c11;            \
+    } while (0)
+/* A stride (in int16) that LDRD can take as its immediate byte offset, known at compile time (the tile is always
+ * inlined into a call with literal strides). */
+#define ISEG_LDRD_STRIDE(ld) (__builtin_constant_p(ld) && (ld) > 0 && (ld) % 2 == 0 && (ld) <= 510)
+#define ISEG_LDRD_OFFSET(ld) (ISEG_LDRD_STRIDE(ld) ? (ld) * 2 : 0) /* 0 when unused: "n" needs a constant */
+#endif
+
 ISEG_INLINE void gemm_s16_s16(const int R, const int C, const int16_t *a, int32_t lda, const int16_t *b,
                               int32_t ldb, int32_t *c, int32_t ldc, int32_t k)
 {
@@ -244,9 +288,23 @@ ISEG_INLINE void gemm_s16_s16(const int R, const int C, const int16_t *a, int32_
     tile_load(R, C, c, ldc, acc);
     int32_t kk = 0;
 #if defined(__ARM_FEATURE_DSP)
-    if (k >= 2) {
+    if (R % 2 == 0 && C % 2 == 0 && k >= 4 && ISEG_LDRD_STRIDE(lda) && ISEG_LDRD_STRIDE(ldb)
+        && (((uintptr_t)a | (uintptr_t)b) & 3) == 0) { /* 2x2 blocks of LDRD + SMLAD */
+        const int32_t groups = k / 4;
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r += 2)
+#pragma GCC unroll 4
+            for (int j = 0; j < C; j += 2)
+                dsp_s16_loop_2x2(a + r * lda, b + j * ldb, ISEG_LDRD_OFFSET(lda), ISEG_LDRD_OFFSET(ldb), groups,
+                                 groups % 4 == 0 ? 4 : groups % 2 == 0 ? 2 : 1, acc, r, j);
+        kk = k & ~3;
+    } else if (k >= 2) {
         kk = k & ~1;
         dsp_s16_loop(R, C, a, b, lda, ldb, a + kk, acc);
+    }
+    if (kk < k - 1) { /* a pair left after the groups of 4 */
+        dsp_s16_loop(R, C, a + kk, b + kk, lda, ldb, a + kk + 2, acc);
+        kk += 2;
     }
 #endif
     ISEG_TAIL_MACS(R, C, a, lda, b, ldb, kk, k, acc);
