@@ -217,11 +217,11 @@ def generate_c(mod: tvm.IRModule, board: Board | None, *, model_name: str = "mod
         for warning in caught:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         tuning_warnings = [str(w.message) for w in caught if issubclass(w.category, TuningLogWarning)]
-        for name in [n for n in tuned if stack_array_bytes(program.kernels, n, board) > board.stack_size // 2]:
+        for name in [n for n in tuned if stack_array_bytes(program.kernels, n, board) > board.stack_array_limit]:
             tuned.remove(name)  # back to the unscheduled kernel: the default schedule below takes it
             program.kernels = _replace_kernel(program.kernels, name, untuned)
             tuning_warnings.append(f"the tuned schedule of {name[:60]} keeps big arrays on the stack "
-                                   f"(> {board.stack_size // 2} B); default schedule kept")
+                                   f"(> {board.stack_array_limit} B); default schedule kept")
     tensorized: list[str] = []
     if board is not None and (board.mve or tuned) and not floating:  # tuned kernels may call micro-kernels too
         from schedules.tensorize import microkernel_sources, tensorize_matmuls

@@ -177,7 +177,7 @@ class QemuBuilder(ms.builder.PyBuilder):
             except Exception as error:  # noqa: BLE001 - a failing candidate is a result, not a crash
                 results[i] = ms.builder.BuilderResult(None, f"C codegen failed: {error}")
                 continue
-            stack, limit = deploy_measure.stack_array_bytes_in_c(source), self.kit.board.stack_size // 2
+            stack, limit = deploy_measure.stack_array_bytes_in_c(source), self.kit.board.stack_array_limit
             if stack > limit:  # deploy would drop it for the default schedule: not a usable result
                 results[i] = ms.builder.BuilderResult(None, f"keeps {stack} B of arrays on the stack (> {limit} B)")
                 continue

@@ -234,7 +234,7 @@ def _designs(gemm: Gemm | None, widen_within: int) -> list[tuple[int, int, bool]
 
 def gemm_space(postprocs: list, widen_within: int = 0) -> ms.space_generator.ScheduleFn:
     """The tensorized part of the search: every tile shape, each with a sampled unroll depth; int8 GEMMs are
-    widened (:func:`schedule_gemm`) when their packed int16 ``B`` fits ``widen_within`` bytes."""
+    widened (:func:`schedule_gemm`) when their packed int16 operands fit ``widen_within`` bytes."""
 
     def variants(sch: s_tir.Schedule) -> list[s_tir.Schedule]:
         found = []

@@ -154,8 +154,8 @@ def tune_case(case: KernelCase, board: Board, database, scratch: Path, trials: i
     tensorized = (max(0, min(remaining, trials // 2 - measured_trials(database, func, tensorized_only=True)))
                   if is_gemm(func) else 0)
     # Widened int8 GEMMs (DSP boards): their packed int16 operands stay within the stack arrays the builder
-    # accepts (half the stack), less 1 KiB for the accumulator and epilogue tiles.
-    widen_within = board.stack_size // 2 - 1024 if board.widens_int8_gemms else 0
+    # accepts, less 1 KiB for the accumulator and epilogue tiles.
+    widen_within = board.stack_array_limit - 1024 if board.widens_int8_gemms else 0
     spaces = ((gemm_space(postprocs(), widen_within), tensorized),
               (microcontroller_space(), remaining - tensorized))
     for space, budget in spaces:

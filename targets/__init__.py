@@ -49,6 +49,12 @@ class Board:
     fpu: bool = False
 
     @property
+    def stack_array_limit(self) -> int:
+        """Most bytes of local arrays one kernel may keep on the stack (half of it): tuned schedules above it are
+        refused by the tuning builder and dropped by deploy."""
+        return self.stack_size // 2
+
+    @property
     def widens_int8_gemms(self) -> bool:
         """Whether tuning also tries int8 GEMMs with both operands packed to int16 (``schedules.tensorize``): on
         Arm's DSP (``SMLAD``) int16 operands need no sign extension in the loop; with MVE ``VMLADAVA.S8`` does

@@ -237,9 +237,7 @@ ISEG_INLINE void dsp_s16_loop(const int R, const int C, const int16_t *pa, const
         pb += 2;
     } while (pa != end);
 }
-#endif
 
-#if defined(__ARM_FEATURE_DSP)
 /* dsp_s16_loop for the 2x2 block of the tile at row R0, column C0, register-allocated by hand, loop included: per 4
  * columns of k, one LDRD (two words, four int16) per row of A and column of B and eight SMLADs, i.e. 12
  * instructions per 16 MACs; UNROLL such groups per iteration, then SUBS + BNE. Row 1 and column 1 are read at
@@ -258,7 +256,7 @@ ISEG_INLINE void dsp_s16_loop(const int R, const int C, const int16_t *pa, const
     "smlad  %[c00], %[ah], %[b0h], %[c00]\n\t"                                                                 \
     "smlad  %[c01], %[al], %[b1l], %[c01]\n\t"                                                                 \
     "smlad  %[c01], %[ah], %[b1h], %[c01]\n\t"
-#define dsp_s16_loop_2x2(A, B, A_OFFSET, B_OFFSET, GROUPS, UNROLL, ACC, R0, C0)                                \
+#define ISEG_DSP_S16_BLOCK_2X2(A, B, A_OFFSET, B_OFFSET, GROUPS, UNROLL, ACC, R0, C0)                          \
     do {                                                                                                       \
         const int16_t *pa_ = (A), *pb_ = (B);                                                                  \
         int32_t n_ = (GROUPS) / (UNROLL);                                                                      \
@@ -295,8 +293,8 @@ ISEG_INLINE void gemm_s16_s16(const int R, const int C, const int16_t *a, int32_
         for (int r = 0; r < R; r += 2)
 #pragma GCC unroll 4
             for (int j = 0; j < C; j += 2)
-                dsp_s16_loop_2x2(a + r * lda, b + j * ldb, ISEG_LDRD_OFFSET(lda), ISEG_LDRD_OFFSET(ldb), groups,
-                                 groups % 4 == 0 ? 4 : groups % 2 == 0 ? 2 : 1, acc, r, j);
+                ISEG_DSP_S16_BLOCK_2X2(a + r * lda, b + j * ldb, ISEG_LDRD_OFFSET(lda), ISEG_LDRD_OFFSET(ldb), groups,
+                                       groups % 4 == 0 ? 4 : groups % 2 == 0 ? 2 : 1, acc, r, j);
         kk = k & ~3;
     } else if (k >= 2) {
         kk = k & ~1;
