@@ -17,10 +17,12 @@ import tvm
 from tvm import relax, tirx
 
 from common.errors import UserError
+from deploy.table_gather import MarkTableGathersElementWise
 
 LOWERING_PASSES = (
     relax.transform.LegalizeOps,
     relax.transform.AnnotateTIROpPattern,
+    MarkTableGathersElementWise,
     relax.transform.FuseOps,
     relax.transform.FuseTIR,
     relax.transform.DeadCodeElimination,

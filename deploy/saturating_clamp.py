@@ -57,7 +57,35 @@ def _saturate(expr: tvm.ir.expr.Expr) -> tvm.ir.expr.Expr:
     return tirx.call_pure_extern("int32", macro, expr.a.a, tirx.IntImm("int32", n))
 
 
+def _saturated_range(expr) -> tuple[int, int] | None:
+    """The value range of an ``ISEG_SSAT``/``ISEG_USAT`` call, else None."""
+    if isinstance(expr, tvm.ir.expr.Call) and expr.op.name == "tirx.call_pure_extern":
+        name, *args = expr.args
+        n = int(args[1].value) if len(args) == 2 and isinstance(args[1], tirx.IntImm) else None
+        if str(name.value) == "ISEG_SSAT" and n:
+            return -(1 << (n - 1)), (1 << (n - 1)) - 1
+        if str(name.value) == "ISEG_USAT" and n:
+            return 0, (1 << n) - 1
+    return None
+
+
+NARROW_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "uint16": (0, 65535)}
+
+
+def _drop_round_trip(expr: tvm.ir.expr.Expr) -> tvm.ir.expr.Expr:
+    """``int32(narrow(ISEG_SSAT(x, n)))`` -> ``ISEG_SSAT(x, n)`` when ``narrow`` holds every value of the saturate
+    (so both casts are the identity; GCC would still emit a sign or zero extension for them)."""
+    if str(expr.ty.dtype) != "int32" or not isinstance(expr.value, tirx.Cast):
+        return expr
+    saturated = _saturated_range(expr.value.value)
+    narrow = NARROW_RANGES.get(str(expr.value.ty.dtype))
+    if saturated is None or narrow is None or not narrow[0] <= saturated[0] <= saturated[1] <= narrow[1]:
+        return expr
+    return expr.value.value
+
+
 @tirx.transform.prim_func_pass(opt_level=0, name="SaturatingClamp")
 def SaturatingClamp(func: tirx.PrimFunc, _mod, _ctx) -> tirx.PrimFunc:
-    """Replace every signed/unsigned n-bit int32 clamp in ``func`` by ``ISEG_SSAT``/``ISEG_USAT`` (see module)."""
-    return tvm_ffi.structural_map(func, (((tirx.Max, tirx.Min), _saturate),))
+    """Replace every signed/unsigned n-bit int32 clamp in ``func`` by ``ISEG_SSAT``/``ISEG_USAT`` and drop the
+    narrowing round trips around them (see module)."""
+    return tvm_ffi.structural_map(func, (((tirx.Max, tirx.Min), _saturate), (tirx.Cast, _drop_round_trip)))

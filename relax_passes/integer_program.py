@@ -15,7 +15,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .requantize import DTYPE_RANGE, Dyadic, emit_requantize, emit_widened, requantize_reference
+from .requantize import DTYPE_RANGE, Dyadic, emit_requantize, emit_widened, requantize_reference, uniform_as_scalar
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,15 @@ def emit_accumulator_bias(op, shape) -> relax.Expr:
     return wide if op.bias_shift == 0 else relax.op.left_shift(wide, relax.const(op.bias_shift, "int32"))
 
 
+def accumulator_magnitude(op, input_dtype) -> int:
+    """The worst ``|accumulator|`` of a Conv2d / Dense over every input of ``input_dtype``:
+    ``max_c sum |w| * max|x| + |bias|``."""
+    lo, hi = DTYPE_RANGE[str(input_dtype)]
+    axes = tuple(range(1, op.weight.ndim)) if isinstance(op, Conv2d) else (0,)
+    weight_sums = np.abs(op.weight.astype(np.int64)).sum(axis=axes)
+    return int(np.max(weight_sums * max(-lo, hi) + np.abs(accumulator_bias(op))))
+
+
 @dataclass
 class ImageInput(IntOp):
     """uint8 NHWC camera image -> int8 NCHW ``q = x - 128`` (the offset is folded into the first conv)."""
@@ -107,11 +116,35 @@ class Conv2d(IntOp):
     def reference(self, x):
         return requantize_reference(self.accumulate(x), self.dyadic, self.qtype.dtype)
 
+    def is_patch_embedding(self, shape) -> bool:
+        """One group and stride = kernel over the whole input: the windows tile it without overlap."""
+        _, _, kh, kw = self.weight.shape
+        return self.groups == 1 and tuple(self.strides) == (kh, kw) and shape[2] % kh == 0 and shape[3] % kw == 0
+
     def emit(self, bb, x):
+        magnitude = accumulator_magnitude(self, x.ty.dtype)
+        if self.is_patch_embedding([int(d) for d in x.ty.shape]):
+            return self._emit_patch_matmul(bb, x, magnitude)
         conv = bb.emit(relax.op.nn.conv2d(x, relax.const(self.weight), strides=self.strides, groups=self.groups,
                                           out_dtype="int32"))
         acc = bb.emit(relax.op.add(conv, emit_accumulator_bias(self, (1, -1, 1, 1))))
-        return emit_requantize(bb, acc, self.dyadic, self.qtype.dtype)
+        return emit_requantize(bb, acc, self.dyadic, self.qtype.dtype, magnitude)
+
+    def _emit_patch_matmul(self, bb, x, magnitude):
+        """The patch embedding as one GEMM: the patches (a pure reshuffle of ``x``, no im2col copy of overlapping
+        windows) times the weight as ``[C*kh*kw, O]``, requantized per column, then back to NCHW."""
+        n, c, h, w = (int(d) for d in x.ty.shape)
+        out_c, _, kh, kw = self.weight.shape
+        rows, cols = h // kh, w // kw
+        windows = relax.op.permute_dims(relax.op.reshape(x, (n, c, rows, kh, cols, kw)), [0, 2, 4, 1, 3, 5])
+        patches = bb.emit(relax.op.reshape(windows, (n, rows * cols, c * kh * kw)))
+        weight = relax.const(np.ascontiguousarray(self.weight.reshape(out_c, -1).T))
+        product = bb.emit(relax.op.matmul(patches, weight, out_dtype="int32"))
+        acc = bb.emit(relax.op.add(product, emit_accumulator_bias(self, (-1,))))
+        per_column = Dyadic(*(uniform_as_scalar(np.asarray(v).reshape(-1)) for v in (self.dyadic.multiplier,
+                                                                                      self.dyadic.shift)))
+        out = emit_requantize(bb, acc, per_column, self.qtype.dtype, magnitude)
+        return bb.emit(relax.op.permute_dims(relax.op.reshape(out, (n, rows, cols, out_c)), [0, 3, 1, 2]))
 
     def constants(self):
         return [self.weight, self.bias, self.dyadic.multiplier, self.dyadic.shift]
@@ -135,7 +168,7 @@ class Dense(IntOp):
     def emit(self, bb, x):
         product = bb.emit(relax.op.matmul(x, relax.const(self.weight), out_dtype="int32"))
         acc = bb.emit(relax.op.add(product, emit_accumulator_bias(self, (-1,))))
-        return emit_requantize(bb, acc, self.dyadic, self.qtype.dtype)
+        return emit_requantize(bb, acc, self.dyadic, self.qtype.dtype, accumulator_magnitude(self, x.ty.dtype))
 
     def constants(self):
         return [self.weight, self.bias, self.dyadic.multiplier, self.dyadic.shift]
@@ -256,6 +289,10 @@ class Take(IntOp):
         return np.take(x, self.indices, axis=self.axis)
 
     def emit(self, bb, x):
+        if np.ndim(self.indices) == 0:  # a slice: no index tensor to deploy
+            index = int(self.indices)
+            part = relax.op.strided_slice(x, [self.axis], [index], [index + 1])
+            return bb.emit(relax.op.squeeze(part, [self.axis]))
         return bb.emit(relax.op.take(x, relax.const(self.indices), axis=self.axis))
 
     def constants(self):

@@ -29,6 +29,25 @@ def sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+def trim_flat_start(table: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(table[lo:], lo)``: without the repeats of its first value (an activation's table is flat where it
+    saturates low), which clamping the index at ``lo`` gives back."""
+    changes = np.flatnonzero(table[1:] != table[:-1])
+    lo = int(changes[0]) if changes.size else len(table) - 1
+    return table[lo:], lo
+
+
+def emit_lookup(bb: relax.BlockBuilder, x: relax.Expr, table: np.ndarray) -> relax.Var:
+    """``table[x + 128]`` of an int8 ``x``: one gather from a constant stored without its flat start
+    (:func:`trim_flat_start`). The index is ``clip(x + 128 - lo, 0, 255)``: one ``USAT`` on Arm (the upper bound
+    never binds; trimming a flat end as well would cost a second clamp, about five instructions)."""
+    kept, lo = trim_flat_start(table)
+    index = relax.op.add(bb.emit(relax.op.astype(x, "int32")), relax.const(np.int32(128 - lo), "int32"))
+    if lo > 0:
+        index = relax.op.clip(index, 0, 255)
+    return bb.emit(relax.op.take(relax.const(kept), bb.emit(index), axis=0))
+
+
 @dataclass
 class Lookup(IntOp):
     """``table[q + 128]`` of an int8 value: a compile-time table of an element-wise function."""
@@ -39,8 +58,7 @@ class Lookup(IntOp):
         return self.table[x.astype(np.int16) + 128]
 
     def emit(self, bb, x):
-        index = bb.emit(relax.op.add(bb.emit(relax.op.astype(x, "int32")), relax.const(np.int32(128), "int32")))
-        return bb.emit(relax.op.take(relax.const(self.table), index, axis=0))
+        return emit_lookup(bb, x, self.table)
 
     def constants(self):
         return [self.table]

@@ -41,9 +41,7 @@ def op_bounds(op: ip.IntOp, inputs: list[ip.QType]) -> list[tuple[str, int, int]
     if hasattr(op, "bounds"):  # the CNN ops (relax_passes.cnn_ops) state their own, from their inputs' magnitudes
         return op.bounds(mags)
     if isinstance(op, (ip.Conv2d, ip.Dense)):
-        axes = (1, 2, 3) if isinstance(op, ip.Conv2d) else (0,)
-        weight_sums = np.abs(op.weight.astype(np.int64)).sum(axis=axes)
-        acc = int(np.max(weight_sums * mags[0] + np.abs(ip.accumulator_bias(op))))
+        acc = ip.accumulator_magnitude(op, inputs[0].dtype)
         return [("accumulator", acc, INT32_MAX), ("requantize", _requantize_bound(acc, op.dyadic), INT64_MAX)]
     if isinstance(op, ip.Matmul):
         return [("accumulator", mags[0] * mags[1] * int(inputs[0].shape[-1]), INT32_MAX)]

@@ -24,8 +24,13 @@ division (``floor(floor(a / b) / c) == floor(a / (b * c))`` for integers, b, c >
 ``floor((P + 2**(k-1)) / 2**(32 + j)) = floor((H + r) / 2**j)``. No int32 overflow: ``|x| <= 2**31`` and
 ``0 < m < 2**31`` give ``-2**30 <= H < 2**30``, and ``r <= 2**29`` (``k <= 62``), so ``|H + r| < 2**31``;
 ``1 <= j <= 30``. The epilogue then is a 32-bit multiply-high, add, shift and clamp instead of 64-bit
-arithmetic; a ratio with some ``k <= 32`` (or an int64 ``x``) keeps the int64 form. Both forms compute exactly
-``requantize_reference``.
+arithmetic. A ratio with some ``k <= 32`` gets the same form after a left shift when ``|x|`` leaves room:
+``(x * m + 2**(k-1)) >> k == ((x << s) * m + 2**(k+s-1)) >> (k+s)`` (numerator and denominator scale by
+``2**s``), taken with ``s = 33 - min(k)`` when ``|x| << s`` fits int32 (an int8/int16 ``x``, or an accumulator
+whose bound the caller passes as ``magnitude``). One shift ``k <= 32`` takes ``s = 32 - k`` instead: then
+``(x * m + 2**(k-1)) >> k == ((x << s) * m + 2**31) >> 32``, the rounded high word (``SMMULR``, one instruction
+on Arm DSP cores, where the ``k + s = 33`` form needs a multiply, an add and a shift). Otherwise (or for an
+int64 ``x``) the int64 form. All forms compute exactly ``requantize_reference``.
 
 ``requantize_reference`` is the numpy reference; ``emit_requantize`` writes the same
 arithmetic as Relax ops. Per-channel requantization passes array-valued ratios shaped to
@@ -82,13 +87,24 @@ def uniform_as_scalar(values: np.ndarray) -> np.ndarray:
     return values.reshape(-1)[:1].reshape(()) if values.size and np.all(values == values.flat[0]) else values
 
 
+def narrowest(value: np.ndarray) -> np.ndarray:
+    """``value`` in the narrowest of int8, int16, int32 that holds every entry (else unchanged)."""
+    value = np.asarray(value)
+    for dtype in ("int8", "int16", "int32"):
+        lo, hi = DTYPE_RANGE[dtype]
+        if np.dtype(dtype).itemsize < value.dtype.itemsize and value.size and lo <= value.min() and value.max() <= hi:
+            return value.astype(dtype)
+    return value
+
+
 def emit_widened(value: np.ndarray, dtype: str) -> relax.Expr:
-    """A stored constant as ``dtype``: a 0-d one as an immediate, an array as ``astype(const)`` so that the
-    array keeps its narrow storage type and the widening happens inside the kernel that reads it."""
+    """A stored constant as ``dtype``: a 0-d one as an immediate, an array as ``astype(const)`` of its
+    :func:`narrowest` storage so that the widening happens inside the kernel that reads it."""
     value = np.asarray(value)
     if value.ndim == 0:
         return relax.const(value.astype(dtype), dtype)
-    return relax.op.astype(relax.const(value, str(value.dtype)), dtype)
+    stored = narrowest(value)
+    return relax.op.astype(relax.const(stored, str(stored.dtype)), dtype)
 
 
 def requantize_reference(x: np.ndarray, dyadic: Dyadic, dtype: str) -> np.ndarray:
@@ -106,30 +122,76 @@ def high_word_applies(x_dtype: str, dyadic: Dyadic) -> bool:
             and bool(np.all(multiplier > 0)) and bool(np.all(multiplier < 2**MULTIPLIER_BITS)))
 
 
+def _shift_fits(x_dtype: str, magnitude: int | None, pre_shift: int) -> bool:
+    """Whether ``x << pre_shift`` fits int32 for ``|x| <= magnitude`` (default: ``x_dtype``'s range)."""
+    if x_dtype not in ("int8", "int16", "int32"):
+        return False
+    lo, hi = DTYPE_RANGE[x_dtype]
+    magnitude = max(-lo, hi) if magnitude is None else int(magnitude)
+    return pre_shift == 0 or magnitude << pre_shift <= 2**31 - 1
+
+
+def high_word_pre_shift(x_dtype: str, dyadic: Dyadic, magnitude: int | None = None) -> int | None:
+    """The left shift ``s`` of ``x`` after which the high-word form applies (``x << s`` with ``k + s``), or None.
+
+    ``magnitude`` bounds ``|x|`` (default: ``x_dtype``'s range). Exact: numerator and denominator of
+    ``(x * m + 2**(k-1)) / 2**k`` both scale by ``2**s``; ``s`` is taken only when ``x << s`` fits int32."""
+    shift = dyadic.shift.astype(np.int64)
+    pre_shift = max(0, HIGH_WORD_MIN_SHIFT - int(np.min(shift)))
+    if not _shift_fits(x_dtype, magnitude, pre_shift) or int(np.max(shift)) + pre_shift > MAX_SHIFT:
+        return None
+    return pre_shift if high_word_applies("int32", Dyadic(dyadic.multiplier, shift + pre_shift)) else None
+
+
+def rounded_high_word_shift(x_dtype: str, dyadic: Dyadic, magnitude: int | None = None) -> int | None:
+    """For one shift ``k <= 32``: ``s = 32 - k``, after which the requantize is the rounded high word
+    ``int32((int64(x << s) * m + 2**31) >> 32)`` (one ``SMMULR`` on Arm DSP cores), when ``x << s`` fits; else None."""
+    if dyadic.shift.ndim or int(dyadic.shift) > 32:
+        return None
+    pre_shift = 32 - int(dyadic.shift)
+    multiplier = dyadic.multiplier.astype(np.int64)
+    in_range = bool(np.all(multiplier > 0)) and bool(np.all(multiplier < 2**MULTIPLIER_BITS))
+    return pre_shift if in_range and _shift_fits(x_dtype, magnitude, pre_shift) else None
+
+
 def emit_rounding_shift(bb: relax.BlockBuilder, x: relax.Expr, shift: np.ndarray, dtype: str) -> relax.Var:
-    """``(x + 2**(shift-1)) >> shift`` in ``dtype``: immediates for a 0-d ``shift``; for an array, the rounding
-    term is computed in the kernel from the stored shifts (no second per-channel array)."""
+    """``(x + 2**(shift-1)) >> shift`` in ``dtype``: immediates for a 0-d ``shift``. An array is stored as
+    ``shift - 1`` and applied as ``((x >> (shift - 1)) + 1) >> 1``, the same value (with ``x = q * 2**(s-1) + r``,
+    ``0 <= r < 2**(s-1)``: ``floor((x + 2**(s-1)) / 2**s) == floor((q + 1) / 2 + r / 2**s) == floor((q + 1) / 2)``)
+    in one per-channel load and three instructions, no rounding term built from the shift."""
     if shift.ndim == 0:
         amount = emit_widened(shift, dtype)
         half = relax.const(np.array(1, dtype) << (shift.astype(dtype) - 1), dtype)
-    else:
-        amount = bb.emit(emit_widened(shift, dtype))
-        half = relax.op.left_shift(relax.const(1, dtype), relax.op.subtract(amount, relax.const(1, dtype)))
-    return bb.emit(relax.op.right_shift(bb.emit(relax.op.add(x, half)), amount))
+        return bb.emit(relax.op.right_shift(bb.emit(relax.op.add(x, half)), amount))
+    one = relax.const(1, dtype)
+    partial = bb.emit(relax.op.right_shift(x, bb.emit(emit_widened((shift - 1).astype(shift.dtype), dtype))))
+    return bb.emit(relax.op.right_shift(bb.emit(relax.op.add(partial, one)), one))
 
 
-def emit_requantize(bb: relax.BlockBuilder, x: relax.Expr, dyadic: Dyadic, dtype: str) -> relax.Var:
-    """Emit the Relax ops of ``requantize_reference`` into ``bb`` (the int32 high-word form when it applies,
-    else int64 arithmetic); returns the ``dtype`` result."""
+def emit_requantize(bb: relax.BlockBuilder, x: relax.Expr, dyadic: Dyadic, dtype: str,
+                    magnitude: int | None = None) -> relax.Var:
+    """Emit the Relax ops of ``requantize_reference`` into ``bb`` (the int32 high-word form, after a left shift of
+    ``x`` where needed and ``magnitude``, a bound on ``|x|``, allows it; else int64 arithmetic); returns the
+    ``dtype`` result."""
     lo, hi = DTYPE_RANGE[dtype]
     x = bb.normalize(x)
-    product = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(x, "int64")),
+    rounded = rounded_high_word_shift(str(x.ty.dtype), dyadic, magnitude)
+    pre_shift = rounded if rounded is not None else high_word_pre_shift(str(x.ty.dtype), dyadic, magnitude)
+    operand = x
+    if pre_shift is not None and str(x.ty.dtype) != "int32":
+        operand = bb.emit(relax.op.astype(x, "int32"))
+    if pre_shift:  # a shift: TVM would fold a multiply into m (then m * 2**s no longer fits 32 bits)
+        operand = bb.emit(relax.op.left_shift(operand, relax.const(pre_shift, "int32")))
+    product = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(operand, "int64")),
                                         emit_widened(dyadic.multiplier, "int64")))
-    if high_word_applies(x.ty.dtype, dyadic):
-        high = bb.emit(relax.op.astype(relax.op.right_shift(product, relax.const(32, "int64")), "int32"))
-        shift = uniform_as_scalar((dyadic.shift.astype(np.int64) - 32).astype(np.int8))
-        shifted = emit_rounding_shift(bb, high, shift, "int32")
-    else:
+    if rounded is not None:
+        half = relax.op.add(product, relax.const(1 << 31, "int64"))
+        shifted = bb.emit(relax.op.astype(relax.op.right_shift(half, relax.const(32, "int64")), "int32"))
+    elif pre_shift is None:
         shifted = emit_rounding_shift(bb, product, dyadic.shift, "int64")
+    else:
+        high = bb.emit(relax.op.astype(relax.op.right_shift(product, relax.const(32, "int64")), "int32"))
+        shift = uniform_as_scalar((dyadic.shift.astype(np.int64) + pre_shift - 32).astype(np.int8))
+        shifted = emit_rounding_shift(bb, high, shift, "int32")
     clamped = bb.emit(relax.op.clip(shifted, lo, hi))
     return bb.emit(relax.op.astype(clamped, dtype))

@@ -43,6 +43,29 @@ def test_structure():
     tvm.ir.assert_structural_equal(after["clamps"], expected)
 
 
+@T.prim_func
+def round_trips(A: T.Buffer((N,), "int32"), F: T.Buffer((N,), "int32")):
+    T.func_attr({"global_symbol": "round_trips"})
+    for i in range(N):
+        F[i] = (T.Cast("int32", T.Cast("int16", T.max(T.min(A[i], 32767), -32768)))
+                + T.Cast("int32", T.Cast("int8", T.max(T.min(A[i], 32767), -32768)))
+                + T.Cast("int32", T.Cast("uint8", T.max(T.min(A[i], 255), 0))))
+
+
+@T.prim_func
+def round_trips_dropped(A: T.Buffer((N,), "int32"), F: T.Buffer((N,), "int32")):
+    T.func_attr({"global_symbol": "round_trips"})
+    for i in range(N):
+        F[i] = (T.call_pure_extern("int32", "ISEG_SSAT", A[i], 16)
+                + T.Cast("int32", T.Cast("int8", T.call_pure_extern("int32", "ISEG_SSAT", A[i], 16)))  # truncates
+                + T.call_pure_extern("int32", "ISEG_USAT", A[i], 8))
+
+
+def test_narrowing_round_trip_of_a_saturate_is_dropped_only_when_it_is_the_identity():
+    after = SaturatingClamp(tvm.IRModule({"round_trips": round_trips}))
+    tvm.ir.assert_structural_equal(after["round_trips"], round_trips_dropped)
+
+
 MAIN = """\
 #include <stdio.h>
 #include <stdint.h>

@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
+from tvm import relax
 
-from relax_passes.intops.gelu import (NO_SPLIT, VARIANTS, ShiftGate, emit_gelu, gelu_bounds, gelu_float, gelu_params,
-                                      gelu_reference)
-from relax_passes.intops.single_op import compile_single_op
+from relax_passes.intops.gelu import (NO_SPLIT, VARIANTS, ShiftGate, emit_gelu, emit_gelu_arithmetic, gelu_bounds,
+                                      gelu_float, gelu_params, gelu_reference)
+from relax_passes.intops.single_op import compile_single_op, single_op_module
 from relax_passes.requantize import DTYPE_RANGE
 
 SHAPE = (4, 48)
@@ -36,7 +37,7 @@ def int8_case():
 def variant_on_host(request, int8_case):
     calibration, _, input_scale, output_scale = int8_case
     params = gelu_params(input_scale, output_scale, request.param, calibration=calibration)
-    return params, compile_single_op(emit_gelu, params, SHAPE, "int8")
+    return params, compile_single_op(emit_gelu_arithmetic, params, SHAPE, "int8")
 
 
 @settings(max_examples=20, deadline=None)
@@ -82,12 +83,32 @@ def test_int32_saturation(int32_on_host):
 
 
 @settings(max_examples=3, deadline=None)
-@given(st.sampled_from(VARIANTS), st.tuples(st.integers(1, 3), st.integers(1, 70)), st.integers(0, 2**32 - 1))
-def test_bit_exact_fuzzed_shapes(int8_case, variant, shape, seed):
+@given(st.sampled_from(VARIANTS), st.tuples(st.integers(1, 3), st.integers(1, 70)), st.integers(0, 2**32 - 1),
+       st.sampled_from([emit_gelu, emit_gelu_arithmetic]))
+def test_bit_exact_fuzzed_shapes(int8_case, variant, shape, seed, emit):
     calibration, _, input_scale, output_scale = int8_case
     params = gelu_params(input_scale, output_scale, variant, calibration=calibration)
     q = np.random.default_rng(seed).integers(-128, 128, shape).astype(np.int8)
-    np.testing.assert_array_equal(compile_single_op(emit_gelu, params, shape, "int8")(q), gelu_reference(q, params))
+    np.testing.assert_array_equal(compile_single_op(emit, params, shape, "int8")(q), gelu_reference(q, params))
+
+
+def relax_ops(mod) -> list[str]:
+    return [b.value.op.name for b in mod["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_int8_input_is_one_table_gather_equal_to_the_arithmetic(int8_case, variant):
+    """On the device an int8 GELU is one gather; over all 256 codes it equals the arithmetic built alone."""
+    calibration, _, input_scale, output_scale = int8_case
+    params = gelu_params(input_scale, output_scale, variant, calibration=calibration)
+    ops = relax_ops(single_op_module(emit_gelu, params, SHAPE, "int8"))
+    assert ops.count("relax.take") == 1 and set(ops) <= {"relax.astype", "relax.clip",
+                                                         "relax.add", "relax.take"}, ops
+    assert "relax.take" not in relax_ops(single_op_module(emit_gelu_arithmetic, params, SHAPE, "int8"))
+    codes = np.arange(-128, 128, dtype=np.int8).reshape(4, 64)
+    np.testing.assert_array_equal(compile_single_op(emit_gelu, params, codes.shape, "int8")(codes),
+                                  compile_single_op(emit_gelu_arithmetic, params, codes.shape, "int8")(codes))
+    assert "relax.take" not in relax_ops(single_op_module(emit_gelu, params, SHAPE, "int32"))
 
 
 def output_errors(variant, case):
@@ -158,4 +179,5 @@ def test_power_of_two_input_rescale_paths_bit_exact(input_scale, path):
     up = 30 - int(params.to_internal.shift)
     assert (0 <= up <= 23) == (path == "left shift"), (up, path)
     q = np.arange(-128, 128, dtype=np.int8).reshape(4, 64)
-    np.testing.assert_array_equal(compile_single_op(emit_gelu, params, q.shape, "int8")(q), gelu_reference(q, params))
+    np.testing.assert_array_equal(compile_single_op(emit_gelu_arithmetic, params, q.shape, "int8")(q),
+                                  gelu_reference(q, params))

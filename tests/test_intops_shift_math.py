@@ -130,7 +130,7 @@ class ShiftExpExpected:
             fraction = R.bitwise_and(y, R.const(3, "int32"))
             mantissa = R.left_shift(R.add(fraction, R.const(4, "int32")), R.const(2, "int32"))
             shifted = R.right_shift(mantissa, octave)
-            e = R.where(R.greater(octave, R.const(3, "int32")), R.const(0, "int32"), shifted)
+            e = R.multiply(shifted, R.astype(R.less_equal(octave, R.const(3, "int32")), "int32"))
             out = e  # single_op_module's dataflow output
             R.output(out)
         return out

@@ -12,7 +12,8 @@ from deploy.lower import lower_to_static_program
 from relax_passes import integer_program as ip
 from relax_passes.integerize import BIAS_ERROR_LIMIT, narrow_bias, narrow_indices
 from relax_passes.intops.single_op import compile_single_op
-from relax_passes.requantize import DTYPE_RANGE, Dyadic, emit_requantize, requantize_reference
+from relax_passes.requantize import (DTYPE_RANGE, Dyadic, emit_requantize, high_word_pre_shift, narrowest,
+                                    requantize_reference, rounded_high_word_shift)
 
 INT32 = st.integers(-(2**31), 2**31 - 1)
 EXTREMES = st.sampled_from([-(2**31), 2**31 - 1, 0, -1, 1])
@@ -135,9 +136,9 @@ def test_high_word_identity_holds_in_int32(x, m, k):
     assert (x * m + 2 ** (k - 1)) // 2**k == (high + 2 ** (k - 33)) >> (k - 32)
 
 
-def right_shift_dtypes(dyadic: Dyadic) -> set:
+def right_shift_dtypes(dyadic: Dyadic, x_dtype: str = "int32", magnitude: int | None = None) -> set:
     from relax_passes.intops.single_op import single_op_module
-    mod = single_op_module(lambda bb, x, d: emit_requantize(bb, x, d, "int8"), dyadic, (2, 8), "int32")
+    mod = single_op_module(lambda bb, x, d: emit_requantize(bb, x, d, "int8", magnitude), dyadic, (2, 8), x_dtype)
     return {str(b.value.ty.dtype) for b in mod["main"].body.blocks[0].bindings
             if isinstance(b.value, relax.Call) and b.value.op.name == "relax.right_shift"}
 
@@ -163,3 +164,77 @@ def test_high_word_requantize_bit_exact(high_word_on_host, x, name, dtype):
     reference = requantize_reference(x, dyadic, dtype)
     np.testing.assert_array_equal(reference, exact_requantize(x, dyadic, dtype))
     np.testing.assert_array_equal(high_word_on_host[(name, dtype)](x), reference)
+
+
+SMALL_SHIFTS = Dyadic(HIGH_WORD.multiplier, np.array([18, 33, 20, 31, 47, 25, 40, 62], np.int8))  # min k = 18
+
+
+def test_pre_shift_only_when_the_shifted_input_fits_int32():
+    assert high_word_pre_shift("int32", HIGH_WORD) == 0
+    assert high_word_pre_shift("int16", SMALL_SHIFTS) is None  # max k + 15 = 77 > 62
+    narrow_max = Dyadic(SMALL_SHIFTS.multiplier, np.minimum(SMALL_SHIFTS.shift, 47).astype(np.int8))
+    assert high_word_pre_shift("int16", narrow_max) == 15  # |x| <= 2**15: x << 15 fits
+    assert high_word_pre_shift("int8", narrow_max) == 15
+    assert high_word_pre_shift("int32", narrow_max) is None  # an unbounded accumulator has no room
+    assert high_word_pre_shift("int32", narrow_max, magnitude=2**16 - 1) == 15
+    assert high_word_pre_shift("int32", narrow_max, magnitude=2**16) is None
+    assert right_shift_dtypes(narrow_max, "int16") == {"int32", "int64"}
+    assert right_shift_dtypes(narrow_max, "int32", magnitude=2**16 - 1) == {"int32", "int64"}
+    assert right_shift_dtypes(narrow_max, "int32") == {"int64"}
+
+
+PRE_SHIFTED = Dyadic(HIGH_WORD.multiplier, np.array([18, 33, 20, 31, 47, 25, 40, 19], np.int8))
+
+
+@pytest.fixture(scope="module")
+def pre_shifted_on_host():
+    return {(x_dtype, dtype): compile_single_op(lambda bb, x, d: emit_requantize(bb, x, d, dtype, 2**16 - 1),
+                                                PRE_SHIFTED, (4, 8), x_dtype)
+            for x_dtype in ("int16", "int32") for dtype in ("int8", "int32")}
+
+
+@settings(max_examples=25, deadline=None)
+@given(hnp.arrays(np.int32, (4, 8), elements=st.one_of(st.sampled_from([-(2**15), 2**15 - 1, 0, -1, 1]),
+                                                        st.integers(-(2**15), 2**15 - 1))),
+       st.sampled_from(["int16", "int32"]), st.sampled_from(["int8", "int32"]))
+def test_pre_shifted_requantize_bit_exact(pre_shifted_on_host, x, x_dtype, dtype):
+    """int16 inputs, and int32 inputs within the bound passed, through ``x << 15`` and the high-word form."""
+    x = x.astype(x_dtype)
+    reference = requantize_reference(x, PRE_SHIFTED, dtype)
+    np.testing.assert_array_equal(reference, exact_requantize(x, PRE_SHIFTED, dtype))
+    np.testing.assert_array_equal(pre_shifted_on_host[(x_dtype, dtype)](x), reference)
+
+
+def test_constant_arrays_are_stored_in_the_narrowest_type_that_holds_them():
+    assert narrowest(np.array([-582, 761], np.int32)).dtype == np.int16
+    assert narrowest(np.array([-128, 127], np.int64)).dtype == np.int8
+    assert narrowest(np.array([2**30, 7], np.int32)).dtype == np.int32
+    assert narrowest(np.array([200, 3], np.uint8)).dtype == np.uint8
+    np.testing.assert_array_equal(narrowest(np.array([-582, 761], np.int32)), [-582, 761])
+
+
+ROUNDED = {k: Dyadic(np.array(1518500250, np.int32), np.array(k, np.int8)) for k in (20, 31, 32)}
+
+
+def test_rounded_high_word_for_one_shift_up_to_32():
+    assert [rounded_high_word_shift("int16", ROUNDED[k]) for k in (20, 31, 32)] == [12, 1, 0]
+    assert rounded_high_word_shift("int16", Dyadic(np.array(1 << 30, np.int32), np.array(33, np.int8))) is None
+    assert rounded_high_word_shift("int16", PRE_SHIFTED) is None  # per-channel shifts
+    assert rounded_high_word_shift("int32", ROUNDED[31]) is None  # an unbounded accumulator has no room
+    assert rounded_high_word_shift("int32", ROUNDED[31], magnitude=2**30 - 1) == 1
+    assert rounded_high_word_shift("int32", ROUNDED[32]) == 0
+
+
+@pytest.fixture(scope="module")
+def rounded_on_host():
+    return {k: compile_single_op(lambda bb, x, d: emit_requantize(bb, x, d, "int32"), ROUNDED[k], (4, 8), "int16")
+            for k in ROUNDED}
+
+
+@settings(max_examples=25, deadline=None)
+@given(hnp.arrays(np.int16, (4, 8), elements=st.one_of(st.sampled_from([-(2**15), 2**15 - 1, 0, -1, 1]),
+                                                        st.integers(-(2**15), 2**15 - 1))), st.sampled_from([20, 31, 32]))
+def test_rounded_high_word_requantize_bit_exact(rounded_on_host, x, k):
+    reference = requantize_reference(x, ROUNDED[k], "int32")
+    np.testing.assert_array_equal(reference, exact_requantize(x, ROUNDED[k], "int32"))
+    np.testing.assert_array_equal(rounded_on_host[k](x), reference)

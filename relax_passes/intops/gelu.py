@@ -33,6 +33,7 @@ import numpy as np
 from tvm import relax
 
 from relax_passes.intops.shift_math import LOG2E, emit_shift_exp, shift_exp_reference
+from relax_passes.lookup_table import emit_lookup
 from relax_passes.requantize import DTYPE_RANGE, Dyadic, emit_requantize, requantize_reference
 
 VARIANTS = ("lambda_shift", "shift", "poly")
@@ -174,8 +175,24 @@ def _erf_gate_reference(xi, gate: ErfGate, trace):
     return half + np.sign(u) * (half - requantize_reference(square, gate.coefficient, "int32").astype(np.int64))
 
 
+def gelu_table(params: GeluParams) -> np.ndarray:
+    """``gelu_reference`` of every int8 code, index ``q + 128``: the whole op for an int8 input."""
+    return gelu_reference(np.arange(-128, 128, dtype=np.int8), params)
+
+
 def emit_gelu(bb: relax.BlockBuilder, x: relax.Expr, params: GeluParams) -> relax.Var:
-    """Relax ops of ``gelu_reference`` (int8/int32 in, int8 out; int32 intermediates)."""
+    """Relax ops of ``gelu_reference`` (int8/int32 in, int8 out).
+
+    An int8 input has only 256 codes, so the integer GELU is evaluated for all of them here, at compile
+    time (:func:`gelu_table`), and the device does one gather instead of the arithmetic: the same integers,
+    like TFLite Micro's int8 GELU table. An int32 input gets :func:`emit_gelu_arithmetic`."""
+    if str(x.ty.dtype) == "int8":
+        return emit_lookup(bb, x, gelu_table(params))
+    return emit_gelu_arithmetic(bb, x, params)
+
+
+def emit_gelu_arithmetic(bb: relax.BlockBuilder, x: relax.Expr, params: GeluParams) -> relax.Var:
+    """Relax ops of ``gelu_reference`` evaluated on the device (int32 intermediates)."""
     xi = _emit_internal(bb, x, params.to_internal)
     if isinstance(params.gate, ShiftGate):
         gate = _emit_shift_gate(bb, xi, params.gate)

@@ -39,7 +39,7 @@ from tvm import relax
 
 from relax_passes.intops.shift_math import (base4_exponent_reference, emit_base4_exponent, emit_isqrt,
                                             emit_row_boundary, isqrt_reference)
-from relax_passes.requantize import Dyadic, emit_requantize, requantize_reference, uniform_as_scalar
+from relax_passes.requantize import Dyadic, emit_requantize, emit_widened, requantize_reference, uniform_as_scalar
 
 MEAN_FRAC_BITS = 8
 MAX_EXPONENT = 30        # floor(log4 v) for v <= C * 2**48 < 4**31
@@ -168,10 +168,10 @@ def emit_layernorm(bb: relax.BlockBuilder, x: relax.Expr, params: LayerNormParam
     d = bb.emit(relax.op.astype(centred, "int64"))
     product = bb.emit(relax.op.add(relax.op.multiply(d, row_multiplier), _c(1 << (_MULTIPLIER_SHIFT - 1), "int64")))
     normalised = bb.emit(relax.op.astype(relax.op.right_shift(product, _c(_MULTIPLIER_SHIFT, "int64")), "int32"))
-    signed = bb.emit(relax.op.multiply(normalised, relax.const(params.gamma_sign, "int32")))
+    signed = bb.emit(relax.op.multiply(normalised, emit_widened(params.gamma_sign, "int32")))
     scaled = emit_requantize(bb, signed, params.gamma_scale, "int32")
     shifted = bb.emit(relax.op.add(relax.op.clip(scaled, -GAMMA_CLIP, GAMMA_CLIP),
-                                   relax.const(params.beta_bias, "int32")))
+                                   emit_widened(params.beta_bias, "int32")))
     return emit_requantize(bb, shifted, _EXTRA_BITS_DOWN, "int8")
 
 

@@ -77,7 +77,8 @@ def emit_shift_exp(bb: relax.BlockBuilder, y: relax.Expr, frac_bits: int, octave
     mantissa = bb.emit(relax.op.left_shift(relax.op.add(fraction, _i32(1 << frac_bits)),
                                            _i32(mantissa_bits - frac_bits)))
     shifted = bb.emit(relax.op.right_shift(mantissa, octave))
-    return bb.emit(relax.op.where(relax.op.greater(octave, _i32(octaves)), _i32(0), shifted))
+    in_range = relax.op.astype(relax.op.less_equal(octave, _i32(octaves)), "int32")
+    return bb.emit(relax.op.multiply(shifted, in_range))  # 0 beyond the octaves, with no 0-d constant to deploy
 
 
 def isqrt_iterations(start_bits: int, lowest: int = 0) -> int:
