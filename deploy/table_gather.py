@@ -1,6 +1,6 @@
 """Relax pass of the lowering: table gathers -> element-wise kernels, so they fuse into their producer.
 
-A compile-time lookup table (``relax_passes.lookup_table.emit_lookup``: ``take(table, x + 128)``) legalizes
+A compile-time lookup table (``relax_passes.lookup_table.emit_lookup``: ``take(table, index)``) legalizes
 into a PrimFunc ``out[i...] = table[index[i...]]``. ``AnnotateTIROpPattern`` calls that opaque (a load at a
 data-dependent index), so ``FuseOps`` leaves it a kernel of its own: the producer (for the λ-ShiftGELU table,
 the MLP-up matmul) then stores an int32 index tensor that the gather reads back. Element-wise is what it is
