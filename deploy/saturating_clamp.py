@@ -8,6 +8,7 @@ ternaries TVM would have printed (RISC-V). Both compute exactly the clamp; GCC d
 two compare-and-select pairs by itself, so every requantize epilogue saves about five instructions per
 element. Only the C build runs this pass; the TVM host build keeps the plain clamp it is compared against.
 """
+import numpy as np
 import tvm
 import tvm_ffi
 from tvm import tirx
@@ -69,7 +70,7 @@ def _saturated_range(expr) -> tuple[int, int] | None:
     return None
 
 
-NARROW_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "uint16": (0, 65535)}
+NARROW_TYPES = ("int8", "uint8", "int16", "uint16")
 
 
 def _drop_round_trip(expr: tvm.ir.expr.Expr) -> tvm.ir.expr.Expr:
@@ -78,8 +79,10 @@ def _drop_round_trip(expr: tvm.ir.expr.Expr) -> tvm.ir.expr.Expr:
     if str(expr.ty.dtype) != "int32" or not isinstance(expr.value, tirx.Cast):
         return expr
     saturated = _saturated_range(expr.value.value)
-    narrow = NARROW_RANGES.get(str(expr.value.ty.dtype))
-    if saturated is None or narrow is None or not narrow[0] <= saturated[0] <= saturated[1] <= narrow[1]:
+    narrow = str(expr.value.ty.dtype)
+    if saturated is None or narrow not in NARROW_TYPES:
+        return expr
+    if not np.iinfo(narrow).min <= saturated[0] <= saturated[1] <= np.iinfo(narrow).max:
         return expr
     return expr.value.value
 

@@ -57,12 +57,14 @@ class MarkTableGathersElementWise:
     (every call passes a Relax constant as the table) become element-wise."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        table_of: dict = {}  # opaque PrimFunc -> its table's parameter position (None: not a table gather)
         constant_table: dict = {}
         for gv, args in _call_tir_bindings(mod["main"]):
-            func = mod[gv]
-            if int(func.attrs.get("op_pattern", -1)) != OPAQUE:
+            if int(mod[gv].attrs.get("op_pattern", -1)) != OPAQUE:
                 continue
-            table = gathered_table(func)
+            if gv not in table_of:
+                table_of[gv] = gathered_table(mod[gv])
+            table = table_of[gv]
             constant = table is not None and isinstance(args[table], tvm.ir.Constant)
             constant_table[gv] = constant_table.get(gv, True) and constant
         for gv in [gv for gv, constant in constant_table.items() if constant]:

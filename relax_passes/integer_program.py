@@ -15,7 +15,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .requantize import DTYPE_RANGE, Dyadic, emit_requantize, emit_widened, requantize_reference, uniform_as_scalar
+from .requantize import (DTYPE_RANGE, Dyadic, dtype_magnitude, emit_requantize, emit_widened, requantize_reference,
+                         uniform_as_scalar)
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,9 @@ def emit_accumulator_bias(op, shape) -> relax.Expr:
 def accumulator_magnitude(op, input_dtype) -> int:
     """The worst ``|accumulator|`` of a Conv2d / Dense over every input of ``input_dtype``:
     ``max_c sum |w| * max|x| + |bias|``."""
-    lo, hi = DTYPE_RANGE[str(input_dtype)]
     axes = tuple(range(1, op.weight.ndim)) if isinstance(op, Conv2d) else (0,)
     weight_sums = np.abs(op.weight.astype(np.int64)).sum(axis=axes)
-    return int(np.max(weight_sums * max(-lo, hi) + np.abs(accumulator_bias(op))))
+    return int(np.max(weight_sums * dtype_magnitude(input_dtype) + np.abs(accumulator_bias(op))))
 
 
 @dataclass

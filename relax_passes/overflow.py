@@ -14,15 +14,10 @@ import numpy as np
 
 from . import integer_program as ip
 from .intops import gelu, layernorm, shiftmax
-from .requantize import DTYPE_RANGE
+from .requantize import DTYPE_RANGE, dtype_magnitude
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
-
-
-def _magnitude(dtype: str) -> int:
-    lo, hi = DTYPE_RANGE[dtype]
-    return max(-lo, hi)
 
 
 def _limit(dtype: str, lo: int, hi: int) -> int:
@@ -37,7 +32,7 @@ def _requantize_bound(max_in: int, dyadic) -> int:
 
 def op_bounds(op: ip.IntOp, inputs: list[ip.QType]) -> list[tuple[str, int, int]]:
     """``(what, worst |value|, limit)`` for every wide intermediate of ``op`` given its input types."""
-    mags = [_magnitude(q.dtype) for q in inputs]
+    mags = [dtype_magnitude(q.dtype) for q in inputs]
     if hasattr(op, "bounds"):  # the CNN ops (relax_passes.cnn_ops) state their own, from their inputs' magnitudes
         return op.bounds(mags)
     if isinstance(op, (ip.Conv2d, ip.Dense)):

@@ -115,19 +115,28 @@ def requantize_reference(x: np.ndarray, dyadic: Dyadic, dtype: str) -> np.ndarra
     return np.clip(acc >> shift, lo, hi).astype(dtype)
 
 
+def dtype_magnitude(dtype: str) -> int:
+    """The largest ``|x|`` a value of ``dtype`` can have."""
+    lo, hi = DTYPE_RANGE[str(dtype)]
+    return max(-lo, hi)
+
+
+def _multiplier_in_range(dyadic: Dyadic) -> bool:
+    multiplier = dyadic.multiplier.astype(np.int64)
+    return bool(np.all(multiplier > 0)) and bool(np.all(multiplier < 2**MULTIPLIER_BITS))
+
+
 def high_word_applies(x_dtype: str, dyadic: Dyadic) -> bool:
     """Whether the int32 high-word form computes ``requantize_reference`` exactly (see the module docstring)."""
-    multiplier = dyadic.multiplier.astype(np.int64)
     return (x_dtype == "int32" and bool(np.all(dyadic.shift.astype(np.int64) >= HIGH_WORD_MIN_SHIFT))
-            and bool(np.all(multiplier > 0)) and bool(np.all(multiplier < 2**MULTIPLIER_BITS)))
+            and _multiplier_in_range(dyadic))
 
 
 def _shift_fits(x_dtype: str, magnitude: int | None, pre_shift: int) -> bool:
     """Whether ``x << pre_shift`` fits int32 for ``|x| <= magnitude`` (default: ``x_dtype``'s range)."""
     if x_dtype not in ("int8", "int16", "int32"):
         return False
-    lo, hi = DTYPE_RANGE[x_dtype]
-    magnitude = max(-lo, hi) if magnitude is None else int(magnitude)
+    magnitude = dtype_magnitude(x_dtype) if magnitude is None else int(magnitude)
     return pre_shift == 0 or magnitude << pre_shift <= 2**31 - 1
 
 
@@ -149,9 +158,7 @@ def rounded_high_word_shift(x_dtype: str, dyadic: Dyadic, magnitude: int | None 
     if dyadic.shift.ndim or int(dyadic.shift) > 32:
         return None
     pre_shift = 32 - int(dyadic.shift)
-    multiplier = dyadic.multiplier.astype(np.int64)
-    in_range = bool(np.all(multiplier > 0)) and bool(np.all(multiplier < 2**MULTIPLIER_BITS))
-    return pre_shift if in_range and _shift_fits(x_dtype, magnitude, pre_shift) else None
+    return pre_shift if _multiplier_in_range(dyadic) and _shift_fits(x_dtype, magnitude, pre_shift) else None
 
 
 def emit_rounding_shift(bb: relax.BlockBuilder, x: relax.Expr, shift: np.ndarray, dtype: str) -> relax.Var:
